@@ -1,0 +1,82 @@
+"""The LLM stage: one pipecat ``OpenAILLMService`` whose client depends on ``llm.provider``.
+
+* ``embedded`` — SmolLM2-135M-Instruct (or any GGUF) in-process through llama-cpp-python.
+* ``openai`` — any OpenAI-compatible server: OpenAI, Ollama, llama.cpp server, vLLM.
+* ``scripted`` — fixed replies from ``llm.script``, in order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipecat.services.openai.llm import OpenAILLMService
+
+from bot.config import LLMConfig
+from bot.errors import VoicebotError
+from bot.persona import Persona
+from bot.services import models
+from bot.services.local_chat import LlamaChatClient, ScriptedChatClient
+
+
+class LocalLLMService(OpenAILLMService):
+    """``OpenAILLMService`` over an in-process client (see :mod:`bot.services.local_chat`)."""
+
+    def __init__(self, client, **kwargs) -> None:
+        self._local_client = client
+        super().__init__(api_key="not-used", **kwargs)
+
+    def create_client(self, *args, **kwargs):
+        return self._local_client
+
+
+@dataclass(frozen=True)
+class LLMChoice:
+    service: OpenAILLMService
+    model: str
+    """What the audit log and `voicebot models` report as the model."""
+
+
+def _settings(cfg: LLMConfig, persona: Persona, model: str) -> OpenAILLMService.Settings:
+    return OpenAILLMService.Settings(
+        model=model,
+        system_instruction=persona.instructions,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+    )
+
+
+def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
+    if cfg.provider == "scripted":
+        if not cfg.script:
+            raise VoicebotError("llm.provider is 'scripted' but llm.script is empty: add replies, "
+                                'e.g. script = ["Hello there."] under [llm]')
+        client = ScriptedChatClient(cfg.script)
+        return LLMChoice(LocalLLMService(client, settings=_settings(cfg, persona, "scripted")), "scripted")
+
+    if cfg.provider == "embedded":
+        path = Path(cfg.model).expanduser() if cfg.model else models.smollm2_gguf().path
+        if not path.is_file():
+            raise VoicebotError(f"llm.model {path} is not a file: give a .gguf path, or leave it empty for the "
+                                "embedded SmolLM2")
+        try:
+            client = LlamaChatClient(str(path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads)
+        except ImportError:
+            raise VoicebotError("llama-cpp-python is not installed: run `make setup`") from None
+        except ValueError as exc:
+            raise VoicebotError(f"llama.cpp could not load {path}: {exc}") from None
+        return LLMChoice(LocalLLMService(client, settings=_settings(cfg, persona, path.name)), path.name)
+
+    # openai-compatible server
+    if not cfg.model:
+        raise VoicebotError("llm.provider is 'openai' but llm.model is empty: set the model name the server "
+                            "serves, e.g. llm.model = \"gpt-4.1-mini\" or \"llama3.2\" for Ollama")
+    api_key = os.environ.get(cfg.api_key_env, "")
+    if not api_key:
+        if cfg.base_url is None:
+            raise VoicebotError(f"llm.provider is 'openai' but ${cfg.api_key_env} is not set: export your API key "
+                                "in that variable, or set llm.base_url to a local server (e.g. Ollama)")
+        api_key = "not-needed"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+    service = OpenAILLMService(api_key=api_key, base_url=cfg.base_url, settings=_settings(cfg, persona, cfg.model))
+    return LLMChoice(service, cfg.model)

@@ -1,0 +1,161 @@
+"""In-process chat backends that look like an OpenAI client to pipecat.
+
+pipecat's ``OpenAILLMService`` already does what a voice bot needs from an LLM service: it turns the
+conversation context into chat messages, streams text frames, measures time to first token and stops
+when the user barges in. It talks to ``client.chat.completions.create(**params)`` and iterates the
+``ChatCompletionChunk`` stream that comes back. The classes here provide exactly that surface for two
+backends that need no server:
+
+* :class:`LlamaChatClient` runs a GGUF model with llama-cpp-python on a worker thread (never on the
+  event loop), streaming tokens back as chunks.
+* :class:`ScriptedChatClient` replies with fixed lines, one per request, for tests and demos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+from openai import NotGiven
+from openai.types.chat import ChatCompletionChunk
+
+
+def _given(value: Any, default: Any = None) -> Any:
+    return default if value is None or isinstance(value, NotGiven) else value
+
+
+def _chunk(content: str | None, model: str, chunk_id: str, finish: str | None = None) -> ChatCompletionChunk:
+    return ChatCompletionChunk.model_validate({
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}],
+    })
+
+
+class _ThreadStream:
+    """Async iterator over chunks produced by a blocking generator running on its own thread.
+
+    Closing it (pipecat does so when the user interrupts) tells the thread to stop after the current
+    token; the lock makes the next request wait until the previous generation has really stopped, since
+    a llama.cpp context can only run one generation at a time.
+    """
+
+    def __init__(self, produce: Callable[[threading.Event], Iterator[ChatCompletionChunk]],
+                 lock: threading.Lock) -> None:
+        self._produce = produce
+        self._lock = lock
+        self._stop = threading.Event()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self._done = object()
+        self._thread = threading.Thread(target=self._run, name="voicebot-llm", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # loop closed: nobody is listening any more
+            self._stop.set()
+
+    def _run(self) -> None:
+        with self._lock:
+            try:
+                for chunk in self._produce(self._stop):
+                    if self._stop.is_set():
+                        break
+                    self._put(chunk)
+            except BaseException as exc:  # surfaced to the consumer, which reports it
+                self._put(exc)
+            finally:
+                self._put(self._done)
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        item = await self._queue.get()
+        if item is self._done:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self._stop.set()
+
+    async def close(self) -> None:
+        self._stop.set()
+
+
+class LlamaChatClient:
+    """``client.chat.completions.create`` backed by an in-process llama.cpp model."""
+
+    def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int = 0) -> None:
+        from llama_cpp import Llama  # imported here: loading the native library takes a moment
+
+        kwargs: dict[str, Any] = {"model_path": model_path, "n_ctx": n_ctx, "verbose": False}
+        if n_threads:
+            kwargs["n_threads"] = n_threads
+        self.llama = Llama(**kwargs)
+        self.model_name = model_path.rsplit("/", 1)[-1]
+        self._lock = threading.Lock()
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    async def _create(self, *, messages: list[dict[str, Any]], **params: Any) -> _ThreadStream:
+        llama_args = {
+            "messages": messages,
+            "stream": True,
+            "max_tokens": _given(params.get("max_tokens")) or _given(params.get("max_completion_tokens")),
+            "temperature": _given(params.get("temperature"), 0.7),
+            "top_p": _given(params.get("top_p"), 0.95),
+            "seed": _given(params.get("seed")),
+        }
+        llama_args = {k: v for k, v in llama_args.items() if v is not None}
+        model = self.model_name
+
+        def produce(stop: threading.Event) -> Iterator[ChatCompletionChunk]:
+            for raw in self.llama.create_chat_completion(**llama_args):
+                if stop.is_set():
+                    return
+                raw.setdefault("model", model)
+                yield ChatCompletionChunk.model_validate(raw)
+
+        return _ThreadStream(produce, self._lock)
+
+
+class ScriptedChatClient:
+    """Replies with ``script[0]``, then ``script[1]``, ... one per request; wraps around at the end.
+
+    Text is streamed a word at a time so that downstream sentence splitting and moderation see the
+    same shape of input as from a real model.
+    """
+
+    model_name = "scripted"
+
+    def __init__(self, script: list[str]) -> None:
+        if not script:
+            raise ValueError("scripted LLM needs at least one reply in llm.script")
+        self.script = list(script)
+        self.calls: list[list[dict[str, Any]]] = []
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    async def _create(self, *, messages: list[dict[str, Any]], **_: Any) -> AsyncIterator[ChatCompletionChunk]:
+        self.calls.append([dict(m) for m in messages])
+        reply = self.script[(len(self.calls) - 1) % len(self.script)]
+        chunk_id = f"scripted-{uuid.uuid4().hex[:8]}"
+
+        async def stream() -> AsyncIterator[ChatCompletionChunk]:
+            words = reply.split(" ")
+            for i, word in enumerate(words):
+                yield _chunk(word if i == 0 else " " + word, self.model_name, chunk_id)
+                await asyncio.sleep(0)
+            yield _chunk(None, self.model_name, chunk_id, finish="stop")
+
+        return stream()

@@ -1,0 +1,135 @@
+"""Run one session: build the pipeline for the configured mode, attach turn tracking, run until done."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipecat.frames.frames import EndFrame, TTSSpeakFrame
+from pipecat.workers.runner import WorkerRunner
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+
+from bot.config import Settings
+from bot.errors import VoicebotError
+from bot.persona import Persona
+from bot.transports.file import FileTransport, load_audio
+from bot.turns import AnchoredClock, Turn, TurnTracker
+from pipelines import BuildContext, BuiltPipeline, build_pipeline
+
+SETTLE_SECS = 1.5
+"""After the input ends, the session ends once nothing has happened for this long."""
+
+
+@dataclass
+class SessionResult:
+    turns: list[Turn] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
+    context_messages: list[dict[str, Any]] = field(default_factory=list)
+    reply_path: Path | None = None
+    reply_secs: float = 0.0
+
+
+StopCondition = Callable[[TurnTracker, PipelineWorker], Awaitable[None]]
+
+
+class Session:
+    """A pipeline, its tracker and its task. ``run()`` returns when ``stop_when`` says so."""
+
+    def __init__(self, settings: Settings, persona: Persona, transport: Any) -> None:
+        self.settings = settings
+        self.persona = persona
+        self.transport = transport
+        self.built: BuiltPipeline = build_pipeline(BuildContext(settings, persona, transport))
+        self.clock = AnchoredClock()
+        self.tracker = TurnTracker(self.clock, lambda: transport.clock.t0,
+                                   vad_start_secs=settings.vad.start_secs, vad_stop_secs=settings.vad.stop_secs)
+        self.result = SessionResult(models=dict(self.built.models))
+        self.tracker.turn_listeners.append(self.result.turns.append)
+        self.task = PipelineWorker(
+            self.built.pipeline,
+            params=PipelineParams(audio_in_sample_rate=settings.transport.sample_rate,
+                                  audio_out_sample_rate=settings.transport.output_sample_rate),
+            clock=self.clock,
+            observers=[self.tracker],
+            idle_timeout_secs=None,
+            enable_rtvi=False,
+            check_dangling_tasks=False,
+        )
+
+        @self.task.event_handler("on_pipeline_error")
+        async def _on_error(_task, frame) -> None:  # ErrorFrames reach here as well as the tracker
+            pass
+
+    async def run(self, stop_when: StopCondition) -> SessionResult:
+        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
+        if self.settings.greet and self.persona.greeting:
+            await self.task.queue_frame(TTSSpeakFrame(self.persona.greeting))
+        await runner.add_workers(self.task)
+        run_task = asyncio.create_task(runner.run(), name="voicebot-pipeline")
+        stop_task = asyncio.create_task(stop_when(self.tracker, self.task), name="voicebot-stop")
+        try:
+            done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            if stop_task in done and not run_task.done():
+                stop_task.result()
+                await self.task.queue_frame(EndFrame())
+                try:
+                    await asyncio.wait_for(asyncio.shield(run_task), timeout=15)
+                except TimeoutError:
+                    await self.task.cancel()
+            await run_task
+        finally:
+            stop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await stop_task
+            if not run_task.done():
+                await self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await run_task
+            self.tracker.finish_all()
+            self.result.errors = list(self.tracker.errors)
+            self.result.context_messages = [dict(m) for m in self.built.context.get_messages()]
+        return self.result
+
+
+def until_file_done(input_done: asyncio.Event, max_reply_secs: float) -> StopCondition:
+    """Stop once the input file has been heard and the bot has had its say (or the time is up)."""
+
+    async def stop(tracker: TurnTracker, _task: PipelineWorker) -> None:
+        await input_done.wait()
+        deadline = time.monotonic() + max_reply_secs
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            pending = tracker.current is not None and bool(tracker.current.transcript) \
+                and tracker.current.t_bot_stop is None and not tracker.current.errors
+            quiet = time.monotonic() - tracker.last_activity > SETTLE_SECS
+            if not tracker.busy and not pending and quiet:
+                return
+
+    return stop
+
+
+async def run_file(settings: Settings, persona: Persona, input_path: str | Path, output_path: str | Path,
+                   *, on_session: Callable[[Session], None] | None = None) -> SessionResult:
+    """Answer the speech in ``input_path``; write what the bot said to ``output_path`` on the same timeline."""
+    samples = load_audio(input_path, settings.transport.sample_rate)
+    output_path = Path(output_path)
+    if output_path.parent and not output_path.parent.exists():
+        raise VoicebotError(f"output folder {output_path.parent} does not exist: create it or pick another path")
+    transport = FileTransport(samples, in_rate=settings.transport.sample_rate,
+                              out_rate=settings.transport.output_sample_rate)
+    session = Session(settings, persona, transport)
+    if on_session is not None:
+        on_session(session)
+    try:
+        result = await session.run(until_file_done(transport.input().input_done, settings.transport.max_reply_secs))
+    finally:
+        # Whatever happened, keep what the bot said so far.
+        session.result.reply_secs = transport.write_reply(output_path)
+        session.result.reply_path = output_path
+    return result

@@ -1,0 +1,195 @@
+"""File transport: a WAV/FLAC/OGG file plays the microphone, a WAV file records the speaker.
+
+Input is fed in 20 ms blocks at real-time pace, exactly as a sound card would deliver it, followed by
+silence for as long as the session runs (a live microphone doesn't stop either). Output is written
+the way a sound card plays: each block lands on the same timeline as the input at the moment it is
+played, and writing blocks for as long as the audio lasts. ``reply.wav`` therefore lines up with
+``question.wav``: the gap between the end of the question and the start of the answer is the
+latency a user would hear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+
+from bot.errors import VoicebotError
+
+BLOCK_SECS = 0.02
+DEVICE_BUFFER_SECS = 0.04
+"""How far ahead of the playback position the virtual speaker accepts audio (like a device buffer)."""
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read any WAV/FLAC/OGG file as mono float32 at ``sample_rate``, or raise a one-line VoicebotError."""
+    path = Path(path)
+    if not path.is_file():
+        raise VoicebotError(f"input audio {path} not found: give an existing WAV, FLAC or OGG file")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        reason = str(exc).split(":")[-1].strip() or "unreadable"
+        raise VoicebotError(f"cannot read audio file {path} ({reason}): give a WAV, FLAC or OGG file") from None
+    if data.size == 0:
+        raise VoicebotError(f"audio file {path} is empty: record a question first")
+    mono = data.mean(axis=1)
+    if rate != sample_rate:
+        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.clip(mono, -1.0, 1.0).astype(np.float32)
+
+
+def to_pcm16(samples: np.ndarray) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+class SessionClock:
+    """Seconds since the input started: the one timeline input, output and timings share."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+
+    def start(self) -> None:
+        if self._t0 is None:
+            self._t0 = asyncio.get_running_loop().time()
+
+    @property
+    def t0(self) -> float | None:
+        """Monotonic seconds (``time.monotonic()``) at which the input started, once it has."""
+        return self._t0
+
+    def now(self) -> float:
+        if self._t0 is None:
+            return 0.0
+        return asyncio.get_running_loop().time() - self._t0
+
+
+class FileInputTransport(BaseInputTransport):
+    def __init__(self, samples: np.ndarray, clock: SessionClock, params: TransportParams, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self._samples = samples
+        self._clock = clock
+        self._feeder: asyncio.Task | None = None
+        self.input_done = asyncio.Event()
+        self.input_secs = 0.0
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        if self._feeder is None:
+            self._feeder = self.create_task(self._feed(), name="file-input-feeder")
+
+    async def _feed(self) -> None:
+        rate = self.sample_rate
+        block = int(rate * BLOCK_SECS)
+        self.input_secs = len(self._samples) / rate
+        self._clock.start()
+        i = 0
+        silence = bytes(block * 2)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while True:
+            start = i * block
+            if start < len(self._samples):
+                chunk = self._samples[start:start + block]
+                pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
+            else:
+                if not self.input_done.is_set():
+                    self.input_done.set()
+                pcm = silence
+            await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1))
+            i += 1
+            delay = t0 + i * BLOCK_SECS - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _stop_feeder(self) -> None:
+        if self._feeder is not None:
+            await self.cancel_task(self._feeder)
+            self._feeder = None
+
+    async def stop(self, frame) -> None:
+        await self._stop_feeder()
+        await super().stop(frame)
+
+    async def cancel(self, frame) -> None:
+        await self._stop_feeder()
+        await super().cancel(frame)
+
+
+class FileOutputTransport(BaseOutputTransport):
+    """A virtual speaker: keeps every played block with its position on the session timeline."""
+
+    def __init__(self, clock: SessionClock, params: TransportParams, **kwargs) -> None:
+        super().__init__(params, **kwargs)
+        self._clock = clock
+        self._cursor = 0.0
+        self.blocks: list[tuple[float, np.ndarray]] = []
+        """(start seconds, int16 samples) of every block played, in order."""
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        samples = np.frombuffer(frame.audio, dtype="<i2")
+        if frame.num_channels > 1:
+            samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
+        now = self._clock.now()
+        start = max(now, self._cursor)
+        self.blocks.append((start, samples.copy()))
+        self._cursor = start + len(samples) / frame.sample_rate
+        # Block like a sound card whose buffer is full: return once the audio is nearly played.
+        ahead = self._cursor - DEVICE_BUFFER_SECS - self._clock.now()
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        return True
+
+    def played_secs_since(self, since: float) -> float:
+        return sum(len(s) for t, s in self.blocks if t >= since) / max(self.sample_rate, 1)
+
+    def render(self, total_secs: float) -> np.ndarray:
+        """The speaker's output as one float32 track on the session timeline."""
+        rate = self.sample_rate or 24000
+        end = max([total_secs] + [t + len(s) / rate for t, s in self.blocks])
+        track = np.zeros(int(np.ceil(end * rate)) + 1, dtype=np.float32)
+        for t, s in self.blocks:
+            i = int(round(t * rate))
+            track[i:i + len(s)] += s.astype(np.float32) / 32768.0
+        return np.clip(track, -1.0, 1.0)
+
+
+class FileTransport(BaseTransport):
+    """Input from a decoded audio array, output onto a timeline written to ``reply.wav``."""
+
+    def __init__(self, samples: np.ndarray, *, in_rate: int, out_rate: int) -> None:
+        super().__init__()
+        self.clock = SessionClock()
+        self._in_rate = in_rate
+        self._out_rate = out_rate
+        self._params = TransportParams(
+            audio_in_enabled=True, audio_in_sample_rate=in_rate,
+            audio_out_enabled=True, audio_out_sample_rate=out_rate,
+            audio_out_end_silence_secs=0,
+        )
+        self._input = FileInputTransport(samples, self.clock, self._params, name="file-input")
+        self._output = FileOutputTransport(self.clock, self._params, name="file-output")
+
+    def input(self) -> FileInputTransport:
+        return self._input
+
+    def output(self) -> FileOutputTransport:
+        return self._output
+
+    def write_reply(self, path: str | Path) -> float:
+        """Write what the bot said, on the input's timeline. Returns the file's length in seconds."""
+        track = self._output.render(self._input.input_secs)
+        sf.write(str(path), track, self._out_rate, subtype="PCM_16")
+        return len(track) / self._out_rate

@@ -1,0 +1,277 @@
+"""Turn tracking: watches the frames of a running pipeline and turns them into turns.
+
+A :class:`TurnTracker` is a pipecat observer. It never changes the flow of frames; it records when
+each stage of a turn happened on the session timeline (seconds since the input started, the same
+timeline as ``reply.wav``) and what was heard, generated and actually played. Each finished
+:class:`Turn` is handed to the listeners (the console printer, the audit log).
+
+Staged events (in the spirit of Home Assistant's assist pipeline) are also emitted to listeners as
+``(type, data)`` pairs while the turn runs.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.clocks.system_clock import SystemClock
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    ErrorFrame,
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSStartedFrame,
+    TTSTextFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.transports.base_output import BaseOutputTransport
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+class AnchoredClock(SystemClock):
+    """pipecat's system clock, remembering when it started so frame timestamps can be placed on the
+    session timeline."""
+
+    started_ns = 0
+
+    def start(self) -> None:
+        super().start()
+        self.started_ns = self._time
+
+
+@dataclass
+class Turn:
+    index: int
+    speaker: str = "user"
+    vad_start: float | None = None
+    vad_stop: float | None = None
+    speech_start: float | None = None
+    speech_end: float | None = None
+    """Estimated last voiced input sample: VAD stop minus the VAD's stop delay."""
+    transcripts: list[str] = field(default_factory=list)
+    t_transcript: float | None = None
+    t_llm_start: float | None = None
+    t_llm_first_text: float | None = None
+    t_llm_end: float | None = None
+    llm_text: str = ""
+    t_tts_start: float | None = None
+    t_tts_first_audio: float | None = None
+    t_bot_start: float | None = None
+    t_bot_stop: float | None = None
+    spoken: list[str] = field(default_factory=list)
+    interrupted: bool = False
+    refused: bool = False
+    input_verdict: dict[str, Any] | None = None
+    output_verdicts: list[dict[str, Any]] = field(default_factory=list)
+    generated_sentences: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(t.strip() for t in self.transcripts if t.strip())
+
+    @property
+    def generated(self) -> list[str]:
+        """Sentences the LLM produced (as checked by moderation when it runs, else split here)."""
+        return self.generated_sentences or split_sentences(self.llm_text)
+
+    @property
+    def spoken_text(self) -> str:
+        return " ".join(s.strip() for s in self.spoken if s.strip())
+
+    def timings(self) -> dict[str, float | None]:
+        def ms(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round((b - a) * 1000.0, 1)
+
+        return {
+            "stt_ms": ms(self.vad_stop, self.t_transcript),
+            "llm_ttft_ms": ms(self.t_llm_start, self.t_llm_first_text),
+            "tts_ttfa_ms": ms(self.t_tts_start, self.t_tts_first_audio),
+            "v2v_ms": ms(self.speech_end, self.t_bot_start),
+            "end_of_turn_ms": ms(self.speech_end, self.t_llm_start),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The ``turn`` record of the audit log (audio refs are added by the audit writer)."""
+        return {
+            "turn": self.index,
+            "speaker": self.speaker,
+            "user": {"transcript": self.transcript, "audio": None,
+                     "start_s": _r(self.speech_start), "end_s": _r(self.speech_end)},
+            "input_verdict": self.input_verdict,
+            "generated": self.generated,
+            "output_verdicts": self.output_verdicts,
+            "spoken": self.spoken_text,
+            "interrupted": self.interrupted,
+            "refused": self.refused,
+            "bot_audio": None,
+            "bot": {"start_s": _r(self.t_bot_start), "end_s": _r(self.t_bot_stop)},
+            "timings": self.timings(),
+            "errors": list(self.errors),
+        }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
+TurnListener = Callable[[Turn], None]
+EventListener = Callable[[str, dict[str, Any]], None]
+
+
+class TurnTracker(BaseObserver):
+    """Builds :class:`Turn` records from the frames flowing through the pipeline."""
+
+    def __init__(self, clock: AnchoredClock, session_t0: Callable[[], float | None], *,
+                 vad_start_secs: float, vad_stop_secs: float) -> None:
+        super().__init__()
+        self._clock = clock
+        self._session_t0 = session_t0
+        self._vad_start_secs = vad_start_secs
+        self._vad_stop_secs = vad_stop_secs
+        self.turns: list[Turn] = []
+        self.current: Turn | None = None
+        self.turn_listeners: list[TurnListener] = []
+        self.event_listeners: list[EventListener] = []
+        self.errors: list[str] = []
+        self.user_speaking = False
+        self.bot_speaking = False
+        self.llm_running = False
+        self.last_activity = 0.0
+        self._turn_count = 0
+
+    # -- time -------------------------------------------------------------------------------------
+
+    def _t(self, data: FramePushed) -> float:
+        """Session seconds at which the frame was pushed."""
+        t0 = self._session_t0()
+        if t0 is None:
+            return 0.0
+        return (self._clock.started_ns + data.timestamp) / 1e9 - t0
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        for listener in self.event_listeners:
+            listener(kind, data)
+
+    def _finish(self, turn: Turn | None) -> None:
+        if turn is None or turn not in self.turns:
+            return
+        self.turns.remove(turn)
+        if self.current is turn:
+            self.current = None
+        if not turn.transcript and turn.t_llm_start is None:
+            return  # noise the VAD took for speech, no words and no reply: not a turn
+        for listener in self.turn_listeners:
+            listener(turn)
+
+    def _new_turn(self, t: float) -> Turn:
+        self._finish(self.current)
+        self._turn_count += 1
+        turn = Turn(index=self._turn_count, vad_start=t, speech_start=max(0.0, t - self._vad_start_secs))
+        self.turns.append(turn)
+        self.current = turn
+        return turn
+
+    def finish_all(self) -> None:
+        for turn in list(self.turns):
+            self._finish(turn)
+
+    def note_error(self, message: str) -> None:
+        self.errors.append(message)
+        if self.current is not None:
+            self.current.errors.append(message)
+        self.emit("error", turn=self.current.index if self.current else None, message=message)
+
+    # -- observer ---------------------------------------------------------------------------------
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        frame = data.frame
+        if isinstance(frame, TTSTextFrame) and isinstance(data.source, BaseOutputTransport):
+            # The output transport releases a sentence's text once its audio has been played.
+            if self.current is not None:
+                self.current.spoken.append(frame.text)
+            return
+        if not data.first_push:
+            return
+        t = self._t(data)
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self.user_speaking = True
+            turn = self.current
+            if turn is None or turn.t_llm_start is not None or turn.t_bot_start is not None:
+                if turn is not None and self.bot_speaking:
+                    turn.interrupted = True
+                    self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
+                turn = self._new_turn(t)
+            self.emit("user.started_speaking", turn=turn.index, t=_r(t))
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            self.user_speaking = False
+            if self.current is not None:
+                self.current.vad_stop = t
+                self.current.speech_end = max(0.0, t - self._vad_stop_secs)
+                self.emit("user.stopped_speaking", turn=self.current.index, t=_r(t))
+        elif isinstance(frame, TranscriptionFrame):
+            turn = self.current or self._new_turn(t)
+            turn.transcripts.append(frame.text)
+            turn.t_transcript = t
+            self.emit("stt.final", turn=turn.index, text=frame.text)
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            self.llm_running = True
+            if self.current is not None and self.current.t_llm_start is None:
+                self.current.t_llm_start = t
+        elif isinstance(frame, LLMTextFrame) and self.current is not None:
+            if self.current.t_llm_first_text is None:
+                self.current.t_llm_first_text = t
+            self.current.llm_text += frame.text
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            self.llm_running = False
+            if self.current is not None:
+                self.current.t_llm_end = t
+        elif isinstance(frame, TTSStartedFrame) and self.current is not None:
+            if self.current.t_tts_start is None:
+                self.current.t_tts_start = t
+        elif isinstance(frame, TTSAudioRawFrame) and self.current is not None:
+            if self.current.t_tts_first_audio is None:
+                self.current.t_tts_first_audio = t
+        elif isinstance(frame, BotStartedSpeakingFrame):
+            self.bot_speaking = True
+            if self.current is not None and self.current.t_bot_start is None:
+                self.current.t_bot_start = t
+                self.emit("bot.started_speaking", turn=self.current.index, t=_r(t))
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self.bot_speaking = False
+            turn = self.current
+            if turn is not None:
+                turn.t_bot_stop = t
+                self.emit("bot.stopped_speaking", turn=turn.index, t=_r(t))
+                if turn.t_llm_end is not None and not self.user_speaking:
+                    self._finish(turn)
+        elif isinstance(frame, InterruptionFrame):
+            if self.current is not None and self.bot_speaking:
+                self.current.interrupted = True
+        elif isinstance(frame, ErrorFrame):
+            self.note_error(str(frame.error))
+        else:
+            return
+        self.last_activity = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        """Whether a turn is still in flight (user talking, model thinking or bot talking)."""
+        return self.user_speaking or self.bot_speaking or self.llm_running

@@ -1,0 +1,1 @@
+"""Text moderation for voicebot (being written)."""
