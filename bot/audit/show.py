@@ -1,0 +1,259 @@
+"""A plain-text transcript of an audit session for reviewers (``voicebot audit show DIR``).
+
+Per turn: what was heard, what the input moderator decided, what the LLM generated, what the output
+moderator decided (blocked text marked), what was actually spoken (cut at barge-in), audio files and
+timings. Above the turns: persona, mode, models, config hash and the chain status from ``verify``.
+Record types this version does not know are listed generically, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bot.audit.read import Session, Turn, read_session
+from bot.audit.verify import verify
+
+STAGED = {
+    "user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
+    "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted",
+}
+LABEL = 11  # width of the field labels
+# The log stores keys sorted; show the usual ones in pipeline order, then the rest.
+TIMING_ORDER = ("stt_ms", "moderation_input_ms", "llm_ttft_ms", "moderation_output_ms", "tts_ttfa_ms", "v2v_ms")
+MODEL_ORDER = ("vad", "stt", "llm", "tts", "moderation")
+
+
+def show(session_dir: str | Path, events: bool = False) -> str:
+    """The transcript as text. ``events=True`` also lists every staged event with its time."""
+    session = read_session(session_dir)
+    result = verify(session_dir)
+    out: list[str] = []
+    _header(out, session, result)
+    for turn in session.turns:
+        out.append("")
+        _turn(out, turn, events)
+    shown = [r for r in session.other if events or r["type"] not in STAGED]
+    if shown:
+        out.append("")
+        out.append("Session events")
+        for rec in shown:
+            out.append("  " + _generic(rec))
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- header
+
+
+def _header(out: list[str], s: Session, result: Any) -> None:
+    h = s.header
+    out.append(f"voicebot audit session {s.dir.name}")
+    start = s.records[0] if s.records and s.records[0]["type"] == "session.start" else None
+    if start:
+        out.append(_field("started", str(start.get("time", "?"))))
+    bits = []
+    version = h.get("voicebot_version") or h.get("version")
+    if version:
+        bits.append(f"voicebot {version}")
+    if h.get("mode"):
+        bits.append(f"mode {h['mode']}")
+    bits.append(f"schema {h.get('schema_version', '?')}")
+    out.append(_field("run", " · ".join(bits)))
+    persona = h.get("persona")
+    if isinstance(persona, dict):
+        sha = persona.get("sha256") or persona.get("hash") or ""
+        out.append(_field("persona", f"{persona.get('name', '?')}" + (f" (sha256 {sha[:12]})" if sha else "")))
+    elif persona:
+        out.append(_field("persona", str(persona)))
+    if h.get("config_hash"):
+        out.append(_field("config", f"sha256 {str(h['config_hash'])[:12]}"))
+    models = h.get("models")
+    if isinstance(models, dict) and models:
+        named = (f"{k}: {_short(models[k])}" for k in _ordered(models, MODEL_ORDER))
+        out.append(_field("models", " · ".join(named)))
+    elif models:
+        out.append(_field("models", _short(models)))
+    out.append(_field("audio", "stored" if h.get("store_audio", True) else "not stored (store_audio = false)"))
+    head = f"; head {result.head[:16]}" if result.ok and result.head else ""
+    out.append(_field("chain", result.summary().removeprefix("chain ") + head))
+    for extra in result.problems[1:5]:
+        out.append(_field("", extra))
+    for warning in result.warnings[(0 if not result.ok else 1):]:
+        out.append(_field("warning", warning))
+    if s.end is not None:
+        out.append(_field("ended", f"{s.end.get('reason', '?')} · {s.end.get('turns', '?')} turns · "
+                                   f"{s.end.get('errors', '?')} errors"))
+    else:
+        out.append(_field("ended", "NOT ENDED (the session was killed or crashed)"))
+    if s.bad_lines:
+        out.append(_field("unreadable", "lines " + ", ".join(map(str, s.bad_lines[:10]))))
+
+
+# --------------------------------------------------------------------------- turns
+
+
+def _turn(out: list[str], turn: Turn, events: bool) -> None:
+    summary = turn.summary or {}
+    user = summary.get("user") if isinstance(summary.get("user"), dict) else None
+    title = f"Turn {turn.number}"
+    if turn.complete:
+        speaker = summary.get("speaker")
+        if speaker:
+            title += f" · {speaker}"
+        if user and _num(user.get("start_s")) is not None and _num(user.get("end_s")) is not None:
+            title += f" · {user['start_s']:.2f} s – {user['end_s']:.2f} s"
+        elif user is None:
+            title += " · bot-initiated"
+    else:
+        title += " · INCOMPLETE (no turn record: the session stopped during this turn)"
+    out.append(title)
+
+    in_events = [r["data"] for r in turn.events_of("moderation.verdict") if r["data"].get("stage") == "input"]
+    out_events = [r["data"] for r in turn.events_of("moderation.verdict") if r["data"].get("stage") == "output"]
+
+    # heard + input verdict
+    if turn.complete:
+        heard = user.get("transcript") if user else None
+        input_verdict = summary.get("input_verdict")
+    else:
+        finals = turn.events_of("stt.final")
+        heard = finals[-1]["data"].get("text") if finals else None
+        input_verdict = in_events[-1].get("verdict") if in_events else None
+    if heard is not None or user is not None or not turn.complete:
+        blocked = _blocked(input_verdict)
+        out.append(_field("heard", _quote(heard) + ("   [BLOCKED by input moderation]" if blocked else "")))
+        out.append(_field("input", _verdict(input_verdict)))
+
+    # generated + output verdicts
+    if turn.complete:
+        generated = [str(g) for g in summary.get("generated") or []]
+        verdicts = list(summary.get("output_verdicts") or [])
+    else:
+        generated = [str(r["data"].get("text", "")) for r in turn.events_of("llm.sentence")]
+        verdicts = [e.get("verdict") for e in out_events]
+    texts = []
+    for i, v in enumerate(verdicts):
+        text = v.get("text") if isinstance(v, dict) else None
+        if text is None and i < len(out_events):
+            text = out_events[i].get("text")
+        texts.append(text)
+    blocked_texts = {t for t, v in zip(texts, verdicts) if t and _blocked(v)}
+    lines = [f"{i}. {_quote(g)}" + ("   [BLOCKED]" if g in blocked_texts else "")
+             for i, g in enumerate(generated, 1)]
+    _multi(out, "generated", lines or ["(nothing)"])
+    if verdicts and all(isinstance(v, dict) and v.get("allowed") is True for v in verdicts):
+        backends = sorted({str(v.get("backend")) for v in verdicts if v.get("backend")})
+        checks = f"{len(verdicts)} check" + ("s" if len(verdicts) > 1 else "")
+        vlines = [f"allowed ({checks}" + (f", backend={','.join(backends)}" if backends else "") + ")"]
+    else:
+        vlines = [f"{i}. " + _verdict(v) + (f"   on {_quote(text)}" if text and _blocked(v) else "")
+                  for i, (text, v) in enumerate(zip(texts, verdicts), 1)]
+    _multi(out, "output", vlines or ["not checked"])
+
+    # spoken
+    if turn.complete:
+        spoken = summary.get("spoken")
+        interrupted = bool(summary.get("interrupted"))
+    else:
+        cut = turn.events_of("bot.interrupted")
+        spoken = cut[-1]["data"].get("spoken_text") if cut else None
+        interrupted = bool(cut)
+    text = _quote(spoken) if spoken is not None else "(unknown: the turn did not finish)"
+    out.append(_field("spoken", text + ("   [cut at barge-in]" if interrupted else "")))
+    if summary.get("refused"):
+        out.append(_field("refused", "yes: the persona's refusal was spoken instead"))
+
+    # audio, timings, errors
+    audio = []
+    if user and isinstance(user.get("audio"), dict):
+        audio.append("user " + _audio(user["audio"]))
+    if isinstance(summary.get("bot_audio"), dict):
+        audio.append("bot " + _audio(summary["bot_audio"]))
+    if audio:
+        out.append(_field("audio", " · ".join(audio)))
+    timings = summary.get("timings")
+    if isinstance(timings, dict) and timings:
+        out.append(_field("timings", " · ".join(_timing(k, timings[k]) for k in _ordered(timings, TIMING_ORDER))))
+    errors = [str(e) for e in summary.get("errors") or []]
+    errors += [f"{r['data'].get('stage', '?')}: {r['data'].get('message', '')}" for r in turn.events_of("error")]
+    if errors:
+        _multi(out, "errors", errors)
+    listed = [r for r in turn.events if events or (r["type"] not in STAGED and r["type"] != "error")]
+    if listed:
+        _multi(out, "events", [_generic(r) for r in listed])
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _ordered(mapping: dict[str, Any], first: tuple[str, ...]) -> list[str]:
+    return [k for k in first if k in mapping] + [k for k in mapping if k not in first]
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def _field(label: str, text: str) -> str:
+    return f"  {label:<{LABEL}}{text}"
+
+
+def _multi(out: list[str], label: str, lines: list[str]) -> None:
+    out.append(_field(label, lines[0]))
+    for line in lines[1:]:
+        out.append(_field("", line))
+
+
+def _quote(text: Any) -> str:
+    return "(none)" if text is None else json.dumps(str(text), ensure_ascii=False)
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _blocked(verdict: Any) -> bool:
+    return isinstance(verdict, dict) and verdict.get("allowed") is False
+
+
+def _verdict(v: Any) -> str:
+    if not isinstance(v, dict):
+        return "not checked"
+    allowed = v.get("allowed")
+    head = "allowed" if allowed is True else "BLOCKED" if allowed is False else "unknown"
+    parts = []
+    if v.get("action") and (allowed is False or v.get("action") != "allow"):
+        parts.append(f"action={v['action']}")
+    cats = v.get("categories")
+    if cats:
+        parts.append("categories=" + (",".join(map(str, cats)) if isinstance(cats, list) else _short(cats)))
+    if v.get("reason"):
+        parts.append(f"reason={_quote(v['reason'])}")
+    if v.get("backend"):
+        parts.append(f"backend={v['backend']}")
+    if _num(v.get("latency_ms")) is not None:
+        parts.append(_ms(v["latency_ms"]))
+    return head + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _audio(ref: dict[str, Any]) -> str:
+    dur = _num(ref.get("duration_s"))
+    return f"{ref.get('file', '?')}" + (f" ({dur:.2f} s)" if dur is not None else "")
+
+
+def _timing(key: str, value: Any) -> str:
+    if key.endswith("_ms") and _num(value) is not None:
+        return f"{key[:-3]} {_ms(value)}"
+    return f"{key} {value}"
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _generic(rec: dict[str, Any]) -> str:
+    t = _num(rec.get("t"))
+    when = f"+{t:.3f}s" if t is not None else "+?"
+    return f"{when}  {rec.get('type')}  {_short(rec.get('data'))}"
