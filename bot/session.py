@@ -14,9 +14,12 @@ from pipecat.frames.frames import EndFrame, TTSSpeakFrame
 from pipecat.workers.runner import WorkerRunner
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 
+from bot.audit import AuditWriter
+from bot.audit_sink import AuditSink, session_header
 from bot.config import Settings
 from bot.errors import VoicebotError
 from bot.persona import Persona
+from bot.recorder import AudioRecorder
 from bot.transports.file import FileTransport, load_audio
 from bot.turns import AnchoredClock, Turn, TurnTracker
 from pipelines import BuildContext, BuiltPipeline, build_pipeline
@@ -33,6 +36,7 @@ class SessionResult:
     context_messages: list[dict[str, Any]] = field(default_factory=list)
     reply_path: Path | None = None
     reply_secs: float = 0.0
+    audit_dir: Path | None = None
 
 
 StopCondition = Callable[[TurnTracker, PipelineWorker], Awaitable[None]]
@@ -49,24 +53,44 @@ class Session:
         self.clock = AnchoredClock()
         self.tracker = TurnTracker(self.clock, lambda: transport.clock.t0,
                                    vad_start_secs=settings.vad.start_secs, vad_stop_secs=settings.vad.stop_secs)
+        self.recorder = AudioRecorder(self.tracker)
         self.result = SessionResult(models=dict(self.built.models))
         self.tracker.turn_listeners.append(self.result.turns.append)
+        self.audit: AuditWriter | None = None
         self.task = PipelineWorker(
             self.built.pipeline,
             params=PipelineParams(audio_in_sample_rate=settings.transport.sample_rate,
                                   audio_out_sample_rate=settings.transport.output_sample_rate),
             clock=self.clock,
-            observers=[self.tracker],
+            observers=[self.tracker, self.recorder],
             idle_timeout_secs=None,
             enable_rtvi=False,
             check_dangling_tasks=False,
         )
 
-        @self.task.event_handler("on_pipeline_error")
-        async def _on_error(_task, frame) -> None:  # ErrorFrames reach here as well as the tracker
-            pass
+    def open_audit(self, **header_extra: Any) -> None:
+        """Start the audit log (if enabled). Called before the pipeline runs, so no turn is missed."""
+        if not self.settings.audit.enabled or self.audit is not None:
+            return
+        header = session_header(self.settings, self.persona, self.result.models, **header_extra)
+        self.audit = AuditWriter.open(self.settings.audit.dir, header, store_audio=self.settings.audit.store_audio)
+        AuditSink(self.audit, self.tracker, self.recorder)
+        self.result.audit_dir = self.audit.dir
 
     async def run(self, stop_when: StopCondition) -> SessionResult:
+        self.open_audit()
+        reason = "ended"
+        try:
+            return await self._run(stop_when)
+        except BaseException as exc:
+            reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else \
+                f"error: {type(exc).__name__}"
+            raise
+        finally:
+            if self.audit is not None:
+                await self.audit.aclose(reason=reason)
+
+    async def _run(self, stop_when: StopCondition) -> SessionResult:
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         if self.settings.greet and self.persona.greeting:
             await self.task.queue_frame(TTSSpeakFrame(self.persona.greeting))

@@ -157,7 +157,7 @@ class TurnTracker(BaseObserver):
 
     # -- time -------------------------------------------------------------------------------------
 
-    def _t(self, data: FramePushed) -> float:
+    def session_time(self, data: FramePushed) -> float:
         """Session seconds at which the frame was pushed."""
         t0 = self._session_t0()
         if t0 is None:
@@ -210,7 +210,7 @@ class TurnTracker(BaseObserver):
             return
         if not data.first_push:
             return
-        t = self._t(data)
+        t = self.session_time(data)
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self.user_speaking = True
             turn = self.current

@@ -1,0 +1,36 @@
+"""Checks made before a session starts, so a bad setup fails in one clear line instead of mid-turn."""
+
+from __future__ import annotations
+
+import os
+
+import openai
+
+from bot.config import Settings
+from bot.errors import VoicebotError
+
+
+def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
+    """For ``llm.provider = "openai"``: the server answers and accepts the key."""
+    cfg = settings.llm
+    if cfg.provider != "openai":
+        return
+    key = os.environ.get(cfg.api_key_env, "") or "not-needed"
+    client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=timeout, max_retries=0)
+    where = str(client.base_url).rstrip("/")
+    try:
+        client.models.list()
+    except openai.APIConnectionError as exc:
+        hint = "start it (Ollama: `ollama serve`)" if cfg.base_url else "check your network"
+        raise VoicebotError(f"LLM server {where} is unreachable ({type(exc).__name__}): {hint} or fix "
+                            "llm.base_url") from None
+    except openai.AuthenticationError:
+        raise VoicebotError(f"LLM server {where} rejected the API key: check ${cfg.api_key_env}") from None
+    except openai.APIStatusError:
+        pass  # some compatible servers have no /models; the server is up, which is what matters here
+    finally:
+        client.close()
+
+
+def preflight(settings: Settings) -> None:
+    check_llm_server(settings)
