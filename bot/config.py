@@ -163,9 +163,22 @@ def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
+def _check_env_names() -> None:
+    """pydantic-settings ignores VOICEBOT_* variables whose first part names no setting; a typo such as
+    VOICEBOT_AUDIT_DIR (one underscore) would then be silently dropped. Reject those here."""
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    for var in os.environ:
+        if var.startswith("VOICEBOT_"):
+            head = var[len("VOICEBOT_"):].split("__", 1)[0]
+            if head not in known:
+                raise VoicebotError(f"environment variable {var} is not a voicebot setting: nested keys use two "
+                                    "underscores (VOICEBOT_AUDIT__DIR); see `voicebot config show`")
+
+
 def load_settings(config_file: str | os.PathLike[str] | None = None,
                   overrides: dict[str, Any] | None = None) -> Settings:
     """Build the effective settings. ``overrides`` use dotted keys (``"llm.provider"``) and win over all."""
+    _check_env_names()
     path = config_file or os.environ.get("VOICEBOT_CONFIG") or None
     if path is not None:
         path = str(Path(path).expanduser())

@@ -154,6 +154,8 @@ class TurnTracker(BaseObserver):
         self.llm_running = False
         self.last_activity = 0.0
         self._turn_count = 0
+        self.speaking: Turn | None = None
+        """The turn whose answer is playing right now."""
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -176,13 +178,16 @@ class TurnTracker(BaseObserver):
         self.turns.remove(turn)
         if self.current is turn:
             self.current = None
+        if self.speaking is turn:
+            self.speaking = None
         if not turn.transcript and turn.t_llm_start is None:
             return  # noise the VAD took for speech, no words and no reply: not a turn
         for listener in self.turn_listeners:
             listener(turn)
 
     def _new_turn(self, t: float) -> Turn:
-        self._finish(self.current)
+        if self.current is not self.speaking:
+            self._finish(self.current)  # a turn whose answer is still playing ends when playback does
         self._turn_count += 1
         turn = Turn(index=self._turn_count, vad_start=t, speech_start=max(0.0, t - self._vad_start_secs))
         self.turns.append(turn)
@@ -205,8 +210,9 @@ class TurnTracker(BaseObserver):
         frame = data.frame
         if isinstance(frame, TTSTextFrame) and isinstance(data.source, BaseOutputTransport):
             # The output transport releases a sentence's text once its audio has been played.
-            if self.current is not None:
-                self.current.spoken.append(frame.text)
+            turn = self.speaking or self.current
+            if turn is not None:
+                turn.spoken.append(frame.text)
             return
         if not data.first_push:
             return
@@ -215,9 +221,6 @@ class TurnTracker(BaseObserver):
             self.user_speaking = True
             turn = self.current
             if turn is None or turn.t_llm_start is not None or turn.t_bot_start is not None:
-                if turn is not None and self.bot_speaking:
-                    turn.interrupted = True
-                    self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
                 turn = self._new_turn(t)
             self.emit("user.started_speaking", turn=turn.index, t=_r(t))
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
@@ -251,20 +254,26 @@ class TurnTracker(BaseObserver):
                 self.current.t_tts_first_audio = t
         elif isinstance(frame, BotStartedSpeakingFrame):
             self.bot_speaking = True
-            if self.current is not None and self.current.t_bot_start is None:
-                self.current.t_bot_start = t
-                self.emit("bot.started_speaking", turn=self.current.index, t=_r(t))
+            answering = [x for x in self.turns if x.t_llm_start is not None]
+            turn = answering[-1] if answering else self.current
+            self.speaking = turn
+            if turn is not None and turn.t_bot_start is None:
+                turn.t_bot_start = t
+                self.emit("bot.started_speaking", turn=turn.index, t=_r(t))
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self.bot_speaking = False
-            turn = self.current
+            turn, self.speaking = self.speaking, None
             if turn is not None:
                 turn.t_bot_stop = t
                 self.emit("bot.stopped_speaking", turn=turn.index, t=_r(t))
-                if turn.t_llm_end is not None and not self.user_speaking:
+                if turn.interrupted or (turn.t_llm_end is not None and turn is not self.current) or \
+                        (turn.t_llm_end is not None and not self.user_speaking):
                     self._finish(turn)
         elif isinstance(frame, InterruptionFrame):
-            if self.current is not None and self.bot_speaking:
-                self.current.interrupted = True
+            turn = self.speaking
+            if turn is not None and self.bot_speaking and not turn.interrupted:
+                turn.interrupted = True
+                self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
         elif isinstance(frame, ErrorFrame):
             self.note_error(str(frame.error))
         else:
