@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import openai
 
 from bot.config import Settings
 from bot.errors import VoicebotError
+from bot.services.llm import resolve_api_key
 
 
 def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
@@ -15,7 +14,7 @@ def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
     cfg = settings.llm
     if cfg.provider != "openai":
         return
-    key = os.environ.get(cfg.api_key_env, "") or "not-needed"
+    key = resolve_api_key(cfg)
     client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=timeout, max_retries=0)
     where = str(client.base_url).rstrip("/")
     try:

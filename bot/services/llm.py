@@ -47,6 +47,17 @@ def _settings(cfg: LLMConfig, persona: Persona, model: str) -> OpenAILLMService.
     )
 
 
+def resolve_api_key(cfg: LLMConfig) -> str:
+    """The key for an OpenAI-compatible server, read from the env var the config names (never stored)."""
+    api_key = os.environ.get(cfg.api_key_env, "")
+    if api_key:
+        return api_key
+    if cfg.base_url is None:
+        raise VoicebotError(f"llm.provider is 'openai' but ${cfg.api_key_env} is not set: export your API key "
+                            "in that variable, or set llm.base_url to a local server (e.g. Ollama)")
+    return "not-needed"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+
+
 def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
     if cfg.provider == "scripted":
         if not cfg.script:
@@ -72,11 +83,6 @@ def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
     if not cfg.model:
         raise VoicebotError("llm.provider is 'openai' but llm.model is empty: set the model name the server "
                             "serves, e.g. llm.model = \"gpt-4.1-mini\" or \"llama3.2\" for Ollama")
-    api_key = os.environ.get(cfg.api_key_env, "")
-    if not api_key:
-        if cfg.base_url is None:
-            raise VoicebotError(f"llm.provider is 'openai' but ${cfg.api_key_env} is not set: export your API key "
-                                "in that variable, or set llm.base_url to a local server (e.g. Ollama)")
-        api_key = "not-needed"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+    api_key = resolve_api_key(cfg)
     service = OpenAILLMService(api_key=api_key, base_url=cfg.base_url, settings=_settings(cfg, persona, cfg.model))
     return LLMChoice(service, cfg.model)
