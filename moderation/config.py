@@ -27,6 +27,7 @@ BackendName = Literal["profanity", "keywords", "detoxify", "openai"]
 """The moderation backends voicebot knows. See ``docs/moderation.md``."""
 
 CATEGORIES: tuple[str, ...] = (
+    "toxicity",
     "profanity",
     "insult",
     "hate",
@@ -62,7 +63,7 @@ class StageConfig(BaseModel):
     thresholds: dict[str, float] = Field(
         default_factory=_default_thresholds,
         description="Score (0..1) at or above which a category is flagged, per category; "
-                    "'default' covers categories not listed.",
+                    "'default' covers categories not listed. Keys not given keep their defaults.",
     )
     combine: Literal["any", "all"] = Field(
         default="any",
@@ -78,6 +79,8 @@ class StageConfig(BaseModel):
     @classmethod
     def _check_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         for key, threshold in value.items():
+            if key != "default" and key not in CATEGORIES:
+                raise ValueError(f"unknown category {key!r}: use 'default' or one of {', '.join(CATEGORIES)}")
             if not 0.0 <= threshold <= 1.0:
                 raise ValueError(f"threshold for {key!r} must be between 0 and 1")
         merged = _default_thresholds()
