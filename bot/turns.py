@@ -36,6 +36,8 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.transports.base_output import BaseOutputTransport
 
+from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -194,6 +196,11 @@ class TurnTracker(BaseObserver):
         self.current = turn
         return turn
 
+    def _answering(self) -> Turn | None:
+        """The turn the bot is answering: the latest one the LLM was asked about, else the current one."""
+        asked = [x for x in self.turns if x.t_llm_start is not None]
+        return asked[-1] if asked else self.current
+
     def finish_all(self) -> None:
         for turn in list(self.turns):
             self._finish(turn)
@@ -254,8 +261,7 @@ class TurnTracker(BaseObserver):
                 self.current.t_tts_first_audio = t
         elif isinstance(frame, BotStartedSpeakingFrame):
             self.bot_speaking = True
-            answering = [x for x in self.turns if x.t_llm_start is not None]
-            turn = answering[-1] if answering else self.current
+            turn = self._answering()
             self.speaking = turn
             if turn is not None and turn.t_bot_start is None:
                 turn.t_bot_start = t
@@ -266,7 +272,7 @@ class TurnTracker(BaseObserver):
             if turn is not None:
                 turn.t_bot_stop = t
                 self.emit("bot.stopped_speaking", turn=turn.index, t=_r(t))
-                if turn.interrupted or (turn.t_llm_end is not None and turn is not self.current) or \
+                if turn.interrupted or (turn.refused and turn.t_llm_start is None) or (turn.t_llm_end is not None and turn is not self.current) or \
                         (turn.t_llm_end is not None and not self.user_speaking):
                     self._finish(turn)
         elif isinstance(frame, InterruptionFrame):
@@ -274,6 +280,28 @@ class TurnTracker(BaseObserver):
             if turn is not None and self.bot_speaking and not turn.interrupted:
                 turn.interrupted = True
                 self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
+        elif isinstance(frame, ModerationVerdictFrame):
+            turn = self.current if frame.stage == "input" else self._answering()
+            if turn is not None:
+                record = {"text": frame.text, **({"index": frame.index} if frame.index is not None else {}),
+                          **frame.verdict}
+                if frame.stage == "input":
+                    turn.input_verdict = record
+                else:
+                    turn.output_verdicts.append(record)
+            self.emit("moderation.verdict", turn=turn.index if turn else None, stage=frame.stage,
+                      text=frame.text, verdict=frame.verdict)
+        elif isinstance(frame, BotSentenceFrame):
+            turn = self._answering()
+            if turn is not None:
+                turn.generated_sentences.append(frame.text)
+                if frame.fate == "blocked":
+                    turn.refused = True
+            self.emit("llm.sentence", turn=turn.index if turn else None, index=frame.index, text=frame.text,
+                      fate=frame.fate)
+        elif isinstance(frame, InputRefusedFrame):
+            if self.current is not None:
+                self.current.refused = True
         elif isinstance(frame, ErrorFrame):
             self.note_error(str(frame.error))
         else:

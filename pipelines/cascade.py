@@ -16,6 +16,10 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnaly
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from bot.config import VADConfig
+from moderation.config import ModerationConfig
+from bot.persona import Persona
+from bot.processors.moderation import InputModerationGate, OutputModerationGate
+from bot.echo import make_echo_policy
 from bot.services.llm import make_llm
 from bot.services.stt import make_stt
 from bot.services.tts import make_tts
@@ -38,25 +42,43 @@ def make_turn_strategies(cfg: VADConfig) -> UserTurnStrategies:
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
 
 
+def make_moderation_gates(cfg: ModerationConfig, persona: Persona) -> tuple[list, list, str]:
+    """(processors before the LLM, processors after it, description). Disabled stages add nothing."""
+    from moderation import build_moderator
+
+    before, after, desc = [], [], []
+    if cfg.input.enabled:
+        before.append(InputModerationGate(build_moderator(cfg.input, cfg, name="input"), cfg.input, persona))
+        desc.append(f"input: {'+'.join(cfg.input.backends) or 'none'} ({cfg.input.action})")
+    if cfg.output.enabled:
+        after.append(OutputModerationGate(build_moderator(cfg.output, cfg, name="output"), cfg.output, persona))
+        desc.append(f"output: {'+'.join(cfg.output.backends) or 'none'} ({cfg.output.action})")
+    return before, after, "; ".join(desc) or "off"
+
+
 def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     s = ctx.settings
     stt, stt_desc = make_stt(s.stt)
     llm = make_llm(s.llm, ctx.persona)
     tts, tts_desc = make_tts(s.tts, ctx.persona)
 
+    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona)
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(user_turn_strategies=make_turn_strategies(s.vad)))
     pipeline = Pipeline([
         ctx.transport.input(),
+        make_echo_policy(s, ctx.transport),  # mutes or cleans the mic while the bot speaks (bot/echo.py)
         make_vad(s.vad),
         stt,
         aggregators.user(),
+        *check_input,
         llm.service,
+        *check_output,
         tts,
         ctx.transport.output(),
         aggregators.assistant(),
     ])
     return BuiltPipeline(pipeline=pipeline, context=context,
                          models={"stt": stt_desc, "llm": f"{s.llm.provider}: {llm.model}", "tts": tts_desc,
-                                 "vad": f"silero, turn={s.vad.turn}"})
+                                 "vad": f"silero, turn={s.vad.turn}", "moderation": moderation_desc})

@@ -1,0 +1,39 @@
+"""voicebot's own typed frames. Observers (turn tracking, audit) read them; processors ignore them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipecat.frames.frames import SystemFrame
+
+
+@dataclass
+class ModerationVerdictFrame(SystemFrame):
+    """A moderation decision on one text: the user's turn (stage "input") or one bot sentence ("output").
+
+    A system frame so that it is never dropped by an interruption: every decision reaches the audit log.
+    """
+
+    stage: str = "output"
+    text: str = ""
+    verdict: dict[str, Any] = field(default_factory=dict)
+    index: int | None = None
+    """output: the sentence's position in the reply (0-based)."""
+
+
+@dataclass
+class BotSentenceFrame(SystemFrame):
+    """One sentence the LLM generated, and what became of it: "spoken" (sent to TTS), "blocked" by
+    moderation, or "dropped" because an earlier sentence of the same reply was blocked."""
+
+    index: int = 0
+    text: str = ""
+    fate: str = "spoken"
+
+
+@dataclass
+class InputRefusedFrame(SystemFrame):
+    """The user's turn was refused by input moderation: it never reached the LLM."""
+
+    text: str = ""

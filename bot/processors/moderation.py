@@ -1,0 +1,155 @@
+"""Moderation gates of the cascade: text is checked before the LLM sees it and before TTS speaks it.
+
+* :class:`InputModerationGate` sits between the user context aggregator and the LLM. It checks the
+  user's finished turn; on a block with action ``refuse`` the turn is taken out of the LLM context,
+  the LLM is not called, and the persona's refusal line is spoken instead.
+* :class:`OutputModerationGate` sits between the LLM and TTS. It cuts the streamed reply into
+  sentences and checks each before passing it to TTS, so sentence 1 is spoken while sentence 2 is
+  still being generated. A blocked sentence is never synthesized: it and the rest of that reply are
+  dropped and the refusal line is spoken instead. The assistant context aggregator after the output
+  transport then records what was actually played.
+
+Both emit a :class:`~bot.frames.ModerationVerdictFrame` per decision. ``Moderator.check`` never raises
+and blocks when a backend fails or is too slow (fail-closed); a gate that gets an exception anyway
+treats it the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipecat.frames.frames import (
+    AggregatedTextFrame,
+    StartFrame,
+    Frame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TTSSpeakFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.utils.text.base_text_aggregator import TextType
+from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
+
+from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
+from bot.persona import Persona
+from moderation import Moderator, StageConfig, Verdict
+
+
+async def _check(moderator: Moderator, text: str, role: str, persona: Persona) -> Verdict:
+    try:
+        return await moderator.check(text, role, persona)
+    except Exception as exc:  # the contract says check() never raises; fail closed if it does
+        return Verdict(allowed=False, action="refuse", categories=["backend_error"],
+                       reason=f"moderator raised {type(exc).__name__}: {exc}; failing closed")
+
+
+def _message_text(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+class _Gate(FrameProcessor):
+    def __init__(self, moderator: Moderator, stage: StageConfig, persona: Persona, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._moderator = moderator
+        self._stage = stage
+        self._persona = persona
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            # Load the models now, while the user is still talking, not on the first sentence.
+            await self._moderator.warmup()
+        else:
+            await self.gate(frame, direction)
+
+    async def gate(self, frame: Frame, direction: FrameDirection) -> None:
+        raise NotImplementedError
+
+
+class InputModerationGate(_Gate):
+    async def gate(self, frame: Frame, direction: FrameDirection) -> None:
+        if not (isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM):
+            await self.push_frame(frame, direction)
+            return
+        messages = frame.context.get_messages()
+        tail = []  # the user messages of this turn (everything after the last non-user message)
+        for message in reversed(messages):
+            if not (isinstance(message, dict) and message.get("role") == "user"):
+                break
+            tail.append(message)
+        text = " ".join(_message_text(m) for m in reversed(tail)).strip()
+        if not text:
+            await self.push_frame(frame, direction)
+            return
+        verdict = await _check(self._moderator, text, "user", self._persona)
+        await self.push_frame(ModerationVerdictFrame(stage="input", text=text, verdict=verdict.to_dict()))
+        if verdict.allowed or self._stage.action != "refuse":
+            await self.push_frame(frame, direction)
+            return
+        # Refused: the LLM never sees this turn, and the bot says the persona's refusal line.
+        frame.context.set_messages(messages[: len(messages) - len(tail)])
+        await self.push_frame(InputRefusedFrame(text=text))
+        await self.push_frame(TTSSpeakFrame(self._persona.refusal, append_to_context=False))
+
+
+class OutputModerationGate(_Gate):
+    def __init__(self, moderator: Moderator, stage: StageConfig, persona: Persona, **kwargs) -> None:
+        super().__init__(moderator, stage, persona, **kwargs)
+        self._aggregator = SimpleTextAggregator()
+        self._index = 0
+        self._blocked = False
+
+    async def _reset(self) -> None:
+        await self._aggregator.reset()
+        self._index = 0
+        self._blocked = False
+
+    async def _sentence(self, text: str) -> None:
+        text = text.strip()
+        if not text:
+            return
+        index = self._index
+        self._index += 1
+        if self._blocked:
+            await self.push_frame(BotSentenceFrame(index=index, text=text, fate="dropped"))
+            return
+        verdict = await _check(self._moderator, text, "bot", self._persona)
+        await self.push_frame(ModerationVerdictFrame(stage="output", text=text, verdict=verdict.to_dict(),
+                                                     index=index))
+        if verdict.allowed or self._stage.action != "refuse":
+            await self.push_frame(BotSentenceFrame(index=index, text=text, fate="spoken"))
+            await self.push_frame(AggregatedTextFrame(text, TextType.SENTENCE))
+            return
+        self._blocked = True
+        await self.push_frame(BotSentenceFrame(index=index, text=text, fate="blocked"))
+        await self.push_frame(AggregatedTextFrame(self._persona.refusal, TextType.SENTENCE))
+
+    async def gate(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction != FrameDirection.DOWNSTREAM:
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            await self._reset()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, LLMTextFrame) and not frame.skip_tts:
+            async for aggregation in self._aggregator.aggregate(frame.text):
+                await self._sentence(aggregation.text)
+        elif isinstance(frame, LLMFullResponseEndFrame):
+            rest = await self._aggregator.flush()
+            if rest is not None:
+                await self._sentence(rest.text)
+            await self._reset()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, InterruptionFrame):
+            await self._reset()
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
