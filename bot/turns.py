@@ -36,7 +36,7 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
+from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, SpeakerFrame
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -75,7 +75,10 @@ class Turn:
     t_tts_first_audio: float | None = None
     t_bot_start: float | None = None
     t_bot_stop: float | None = None
-    spoken: list[str] = field(default_factory=list)
+    queued: list[str] = field(default_factory=list)
+    """Sentences handed to the speaker, in order."""
+    played: list[str] = field(default_factory=list)
+    """Sentences the speaker reported as played (pipecat releases them after their audio)."""
     interrupted: bool = False
     refused: bool = False
     input_verdict: dict[str, Any] | None = None
@@ -91,6 +94,12 @@ class Turn:
     def generated(self) -> list[str]:
         """Sentences the LLM produced (as checked by moderation when it runs, else split here)."""
         return self.generated_sentences or split_sentences(self.llm_text)
+
+    @property
+    def spoken(self) -> list[str]:
+        """What the user heard: every queued sentence, unless a barge-in cut playback short, in which case
+        only the sentences whose audio was played to the end (the cut one is not counted)."""
+        return self.played if self.interrupted else (self.queued or self.played)
 
     @property
     def spoken_text(self) -> str:
@@ -156,6 +165,8 @@ class TurnTracker(BaseObserver):
         self.llm_running = False
         self.last_activity = 0.0
         self._turn_count = 0
+        self.current_speaker = "user"
+        """Label of whoever the input is from now (a multi-speaker transport says so with a SpeakerFrame)."""
         self.speaking: Turn | None = None
         """The turn whose answer is playing right now."""
 
@@ -191,7 +202,8 @@ class TurnTracker(BaseObserver):
         if self.current is not self.speaking:
             self._finish(self.current)  # a turn whose answer is still playing ends when playback does
         self._turn_count += 1
-        turn = Turn(index=self._turn_count, vad_start=t, speech_start=max(0.0, t - self._vad_start_secs))
+        turn = Turn(index=self._turn_count, speaker=self.current_speaker, vad_start=t,
+                    speech_start=max(0.0, t - self._vad_start_secs))
         self.turns.append(turn)
         self.current = turn
         return turn
@@ -215,19 +227,27 @@ class TurnTracker(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         frame = data.frame
-        if isinstance(frame, TTSTextFrame) and isinstance(data.source, BaseOutputTransport):
-            # The output transport releases a sentence's text once its audio has been played.
-            turn = self.speaking or self.current
+        if isinstance(frame, TTSTextFrame):
+            # TTS queues a sentence's text behind its audio at the output transport, which releases it
+            # once that audio has been played.
+            turn = self.speaking or self._answering()
             if turn is not None:
-                turn.spoken.append(frame.text)
+                if isinstance(data.source, BaseOutputTransport):
+                    turn.played.append(frame.text)
+                elif isinstance(data.destination, BaseOutputTransport):
+                    turn.queued.append(frame.text)
             return
         if not data.first_push:
+            return
+        if isinstance(frame, SpeakerFrame):
+            self.current_speaker = frame.speaker or "user"  # turns that start from now on are theirs
             return
         t = self.session_time(data)
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self.user_speaking = True
             turn = self.current
-            if turn is None or turn.t_llm_start is not None or turn.t_bot_start is not None:
+            if turn is None or turn.t_llm_start is not None or turn.t_bot_start is not None \
+                    or turn.speaker != self.current_speaker:
                 turn = self._new_turn(t)
             self.emit("user.started_speaking", turn=turn.index, t=_r(t))
         elif isinstance(frame, VADUserStoppedSpeakingFrame):

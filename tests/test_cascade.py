@@ -75,14 +75,14 @@ def test_barge_in_stops_playback_and_context_keeps_only_what_was_played(make_spe
     long_answer = ("Let me tell you a long story. Once upon a time there was a small robot. "
                    "It lived in a quiet town by the sea. Every morning it walked to the harbour. "
                    "It counted the boats and the birds. Then it went home and slept.")
-    q = make_speech([(0.3, "Tell me a story."), (5.5, "Please stop, what time is it now?")], total_secs=9.0)
+    q = make_speech([(0.3, "Tell me a story."), (8.0, "What time is it now?")], total_secs=12.0)
     s = settings_factory(**{"llm.provider": "scripted", "llm.script": [long_answer, "It is noon."]})
     result = run(s, q, tmp_path / "reply.wav")
 
-    assert [t.index for t in result.turns] == [1, 2]
+    assert [t.index for t in result.turns] == [1, 2], [t.summary() for t in result.turns]
     first, second = result.turns
     assert first.interrupted and not second.interrupted
-    assert first.t_bot_start < 5.5
+    assert first.t_bot_start < 8.0
     # Playback stopped: the bot was silent between the barge-in and its next answer.
     reply, rate = sf.read(str(tmp_path / "reply.wav"), dtype="float32")
     cut = second.vad_start + 0.3

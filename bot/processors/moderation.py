@@ -98,7 +98,7 @@ class InputModerationGate(_Gate):
         # Refused: the LLM never sees this turn, and the bot says the persona's refusal line.
         frame.context.set_messages(messages[: len(messages) - len(tail)])
         await self.push_frame(InputRefusedFrame(text=text))
-        await self.push_frame(TTSSpeakFrame(self._persona.refusal, append_to_context=False))
+        await self.push_frame(TTSSpeakFrame(self._persona.refusal))
 
 
 class OutputModerationGate(_Gate):
