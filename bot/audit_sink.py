@@ -50,8 +50,11 @@ class AuditSink:
         summary = turn.summary()
         start = (turn.speech_start or 0.0) - PAD_SECS
         end = (turn.speech_end if turn.speech_end is not None else turn.t_transcript or start) + PAD_SECS
-        user = self._recorder.user_audio(max(0.0, start), end)
         bot = self._recorder.take_played()
+        if summary["user"] is None:  # turn 0: the bot spoke first (greeting)
+            self.writer.record_turn(summary, bot_audio=bot if len(bot[0]) else None)
+            return
+        user = self._recorder.user_audio(max(0.0, start), end)
         self.writer.record_turn(summary, user_audio=user if len(user[0]) else None,
                                 bot_audio=bot if len(bot[0]) else None)
         self._recorder.forget_heard_before(end)

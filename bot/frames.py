@@ -30,6 +30,8 @@ class BotSentenceFrame(SystemFrame):
     index: int = 0
     text: str = ""
     fate: str = "spoken"
+    spoken_instead: str = ""
+    """blocked: the line spoken in its place (the persona's refusal)."""
 
 
 @dataclass
@@ -37,3 +39,21 @@ class InputRefusedFrame(SystemFrame):
     """The user's turn was refused by input moderation: it never reached the LLM."""
 
     text: str = ""
+    refusal: str = ""
+    """The line spoken instead."""
+
+
+@dataclass
+class SpeakerFrame(SystemFrame):
+    """Pushed by a multi-speaker input transport (Discord) before the audio of a new speaker: the turns
+    that start from here on are ``speaker``'s (a stable label such as a display name or ``user:<id>``)."""
+
+    speaker: str = "user"
+
+
+@dataclass
+class TurnTimingFrame(SystemFrame):
+    """Extra timings (milliseconds) of the turn being answered, measured by the stage that knows them, e.g.
+    realtime hold-back (``holdback_ms``). Turn tracking merges them into ``Turn.timings()``."""
+
+    timings: dict[str, float] = field(default_factory=dict)

@@ -93,6 +93,7 @@ class Session:
     async def _run(self, stop_when: StopCondition) -> SessionResult:
         runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
         if self.settings.greet and self.persona.greeting:
+            self.tracker.greeting(self.persona.greeting)
             await self.task.queue_frame(TTSSpeakFrame(self.persona.greeting))
         await runner.add_workers(self.task)
         run_task = asyncio.create_task(runner.run(), name="voicebot-pipeline")

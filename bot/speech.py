@@ -18,13 +18,19 @@ def _voice(onnx_path: str):
     return PiperVoice.load(onnx_path)
 
 
-def synthesize(text: str, voice: str = "", *, length_scale: float | None = None) -> tuple[np.ndarray, int]:
-    """Return (float32 mono samples, sample rate) of ``text`` spoken by a Piper voice (default: joe)."""
+def synthesize(text: str, voice: str = "", *, length_scale: float | None = None,
+               deterministic: bool = False) -> tuple[np.ndarray, int]:
+    """Return (float32 mono samples, sample rate) of ``text`` spoken by a Piper voice (default: joe).
+
+    Piper adds random variation to each utterance; ``deterministic`` turns it off so that the same
+    text always gives the same samples (for measurements that must repeat)."""
     from piper import SynthesisConfig
 
     folder, voice_id = models.resolve_piper_voice(voice, "")
     v = _voice(str(folder / f"{voice_id}.onnx"))
-    config = SynthesisConfig(length_scale=length_scale) if length_scale else None
+    config = SynthesisConfig(length_scale=length_scale,
+                             noise_scale=0.0 if deterministic else None,
+                             noise_w_scale=0.0 if deterministic else None)
     chunks = [c.audio_float_array for c in v.synthesize(text, syn_config=config)]
     audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
     return audio.astype(np.float32), v.config.sample_rate

@@ -34,9 +34,11 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, SpeakerFrame
+from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, SpeakerFrame,
+                        TurnTimingFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -71,10 +73,15 @@ class Turn:
     t_llm_first_text: float | None = None
     t_llm_end: float | None = None
     llm_text: str = ""
+    t_first_sentence: float | None = None
+    """When the first complete sentence of the reply was ready for TTS (after output moderation)."""
     t_tts_start: float | None = None
     t_tts_first_audio: float | None = None
     t_bot_start: float | None = None
     t_bot_stop: float | None = None
+    to_speak: list[str] = field(default_factory=list)
+    """Texts this turn sent to TTS (approved sentences, refusal, greeting): how played text is matched to
+    its turn when replies of several turns play back to back."""
     queued: list[str] = field(default_factory=list)
     """Sentences handed to the speaker, in order."""
     played: list[str] = field(default_factory=list)
@@ -85,6 +92,13 @@ class Turn:
     output_verdicts: list[dict[str, Any]] = field(default_factory=list)
     generated_sentences: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    extra_timings: dict[str, float] = field(default_factory=dict)
+    """Timings reported by a stage with a TurnTimingFrame (e.g. realtime hold-back), in ms."""
+
+    @property
+    def awaiting_playback(self) -> bool:
+        """A reply (or refusal) was asked for and has not finished playing."""
+        return (self.t_llm_start is not None or self.refused) and self.t_bot_stop is None
 
     @property
     def transcript(self) -> str:
@@ -112,9 +126,11 @@ class Turn:
         return {
             "stt_ms": ms(self.vad_stop, self.t_transcript),
             "llm_ttft_ms": ms(self.t_llm_start, self.t_llm_first_text),
+            "first_sentence_ms": ms(self.t_llm_start, self.t_first_sentence),
             "tts_ttfa_ms": ms(self.t_tts_start, self.t_tts_first_audio),
             "v2v_ms": ms(self.speech_end, self.t_bot_start),
             "end_of_turn_ms": ms(self.speech_end, self.t_llm_start),
+            **self.extra_timings,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -122,8 +138,9 @@ class Turn:
         return {
             "turn": self.index,
             "speaker": self.speaker,
-            "user": {"transcript": self.transcript, "audio": None,
-                     "start_s": _r(self.speech_start), "end_s": _r(self.speech_end)},
+            "user": None if self.index == 0 else {
+                "transcript": self.transcript, "audio": None,
+                "start_s": _r(self.speech_start), "end_s": _r(self.speech_end)},
             "input_verdict": self.input_verdict,
             "generated": self.generated,
             "output_verdicts": self.output_verdicts,
@@ -193,20 +210,37 @@ class TurnTracker(BaseObserver):
             self.current = None
         if self.speaking is turn:
             self.speaking = None
-        if not turn.transcript and turn.t_llm_start is None:
+        if not turn.transcript and turn.t_llm_start is None and not turn.queued:
             return  # noise the VAD took for speech, no words and no reply: not a turn
         for listener in self.turn_listeners:
             listener(turn)
 
     def _new_turn(self, t: float) -> Turn:
-        if self.current is not self.speaking:
-            self._finish(self.current)  # a turn whose answer is still playing ends when playback does
+        if self.current is not None and not self.current.awaiting_playback:
+            self._finish(self.current)  # a turn whose answer is still to be played ends when playback does
         self._turn_count += 1
         turn = Turn(index=self._turn_count, speaker=self.current_speaker, vad_start=t,
                     speech_start=max(0.0, t - self._vad_start_secs))
         self.turns.append(turn)
         self.current = turn
         return turn
+
+    def _owner_of(self, text: str, *, played: bool) -> Turn | None:
+        """The turn a spoken text belongs to: the oldest open turn that sent it to TTS and has not yet
+        had it queued (or played); else the turn being played or answered."""
+        key = text.strip()
+        for turn in self.turns:
+            done = turn.played if played else turn.queued
+            if sum(t.strip() == key for t in turn.to_speak) > sum(t.strip() == key for t in done):
+                return turn
+        return self.speaking or self._answering()
+
+    def greeting(self, text: str) -> None:
+        """The bot is about to speak first (the persona's greeting): that is turn 0, with no user part."""
+        turn = Turn(index=0, speaker="bot", t_llm_start=0.0, t_llm_end=0.0, generated_sentences=[text],
+                    to_speak=[text])
+        self.turns.append(turn)
+        self.current = turn
 
     def _answering(self) -> Turn | None:
         """The turn the bot is answering: the latest one the LLM was asked about, else the current one."""
@@ -230,7 +264,7 @@ class TurnTracker(BaseObserver):
         if isinstance(frame, TTSTextFrame):
             # TTS queues a sentence's text behind its audio at the output transport, which releases it
             # once that audio has been played.
-            turn = self.speaking or self._answering()
+            turn = self._owner_of(frame.text, played=isinstance(data.source, BaseOutputTransport))
             if turn is not None:
                 if isinstance(data.source, BaseOutputTransport):
                     turn.played.append(frame.text)
@@ -239,6 +273,9 @@ class TurnTracker(BaseObserver):
             return
         if not data.first_push:
             return
+        if isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame, BotStartedSpeakingFrame,
+                              BotStoppedSpeakingFrame)) and data.direction != FrameDirection.DOWNSTREAM:
+            return  # these are broadcast both ways as two frames: count each event once
         if isinstance(frame, SpeakerFrame):
             self.current_speaker = frame.speaker or "user"  # turns that start from now on are theirs
             return
@@ -265,14 +302,18 @@ class TurnTracker(BaseObserver):
             self.llm_running = True
             if self.current is not None and self.current.t_llm_start is None:
                 self.current.t_llm_start = t
-        elif isinstance(frame, LLMTextFrame) and self.current is not None:
-            if self.current.t_llm_first_text is None:
-                self.current.t_llm_first_text = t
-            self.current.llm_text += frame.text
+        elif isinstance(frame, LLMTextFrame) and self._answering() is not None:
+            turn = self._answering()
+            if turn.t_llm_first_text is None:
+                turn.t_llm_first_text = t
+            turn.llm_text += frame.text
         elif isinstance(frame, LLMFullResponseEndFrame):
             self.llm_running = False
-            if self.current is not None:
-                self.current.t_llm_end = t
+            turn = self._answering()
+            if turn is not None:
+                turn.t_llm_end = t
+                if not turn.llm_text.strip() and not turn.refused and turn.t_bot_start is None:
+                    self._finish(turn)  # the model had nothing to say
         elif isinstance(frame, TTSStartedFrame) and self.current is not None:
             if self.current.t_tts_start is None:
                 self.current.t_tts_start = t
@@ -281,7 +322,9 @@ class TurnTracker(BaseObserver):
                 self.current.t_tts_first_audio = t
         elif isinstance(frame, BotStartedSpeakingFrame):
             self.bot_speaking = True
-            turn = self._answering()
+            # Replies play in the order they were asked for: the oldest one not yet played starts now.
+            waiting = [x for x in self.turns if x.awaiting_playback and x.t_bot_start is None]
+            turn = waiting[0] if waiting else self._answering()
             self.speaking = turn
             if turn is not None and turn.t_bot_start is None:
                 turn.t_bot_start = t
@@ -292,14 +335,25 @@ class TurnTracker(BaseObserver):
             if turn is not None:
                 turn.t_bot_stop = t
                 self.emit("bot.stopped_speaking", turn=turn.index, t=_r(t))
-                if turn.interrupted or (turn.refused and turn.t_llm_start is None) or (turn.t_llm_end is not None and turn is not self.current) or \
-                        (turn.t_llm_end is not None and not self.user_speaking):
+                if turn.interrupted or turn.index == 0 or turn.t_llm_end is not None or \
+                        (turn.refused and turn.t_llm_start is None):
                     self._finish(turn)
+            # Replies that played back to back with this one, without a pause, have finished too.
+            for other in list(self.turns):
+                if other.t_llm_end is not None and other.to_speak and len(other.played) >= len(other.to_speak):
+                    other.t_bot_stop = other.t_bot_stop or t
+                    self._finish(other)
         elif isinstance(frame, InterruptionFrame):
             turn = self.speaking
             if turn is not None and self.bot_speaking and not turn.interrupted:
                 turn.interrupted = True
                 self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
+            # Replies that had not started playing are cancelled by the interruption: they never will.
+            # (Not the greeting: queued as the session starts, it can reach TTS after this interruption.)
+            for older in [x for x in self.turns if x is not self.current and x is not turn and x.index > 0]:
+                if older.awaiting_playback and older.t_bot_start is None:
+                    older.interrupted = True
+                    self._finish(older)
         elif isinstance(frame, ModerationVerdictFrame):
             turn = self.current if frame.stage == "input" else self._answering()
             if turn is not None:
@@ -314,14 +368,24 @@ class TurnTracker(BaseObserver):
         elif isinstance(frame, BotSentenceFrame):
             turn = self._answering()
             if turn is not None:
+                if turn.t_first_sentence is None:
+                    turn.t_first_sentence = t
                 turn.generated_sentences.append(frame.text)
+                if frame.fate == "spoken":
+                    turn.to_speak.append(frame.text)
                 if frame.fate == "blocked":
                     turn.refused = True
+                    turn.to_speak.append(frame.spoken_instead)
             self.emit("llm.sentence", turn=turn.index if turn else None, index=frame.index, text=frame.text,
                       fate=frame.fate)
+        elif isinstance(frame, TurnTimingFrame):
+            turn = self._answering()
+            if turn is not None:
+                turn.extra_timings.update(frame.timings)
         elif isinstance(frame, InputRefusedFrame):
             if self.current is not None:
                 self.current.refused = True
+                self.current.to_speak.append(frame.refusal)
         elif isinstance(frame, ErrorFrame):
             self.note_error(str(frame.error))
         else:

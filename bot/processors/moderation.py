@@ -97,7 +97,7 @@ class InputModerationGate(_Gate):
             return
         # Refused: the LLM never sees this turn, and the bot says the persona's refusal line.
         frame.context.set_messages(messages[: len(messages) - len(tail)])
-        await self.push_frame(InputRefusedFrame(text=text))
+        await self.push_frame(InputRefusedFrame(text=text, refusal=self._persona.refusal))
         await self.push_frame(TTSSpeakFrame(self._persona.refusal))
 
 
@@ -130,7 +130,8 @@ class OutputModerationGate(_Gate):
             await self.push_frame(AggregatedTextFrame(text, TextType.SENTENCE))
             return
         self._blocked = True
-        await self.push_frame(BotSentenceFrame(index=index, text=text, fate="blocked"))
+        await self.push_frame(BotSentenceFrame(index=index, text=text, fate="blocked",
+                                               spoken_instead=self._persona.refusal))
         await self.push_frame(AggregatedTextFrame(self._persona.refusal, TextType.SENTENCE))
 
     async def gate(self, frame: Frame, direction: FrameDirection) -> None:
