@@ -14,6 +14,7 @@ backends that need no server:
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -94,18 +95,23 @@ class _ThreadStream:
         self._stop.set()
 
 
+@functools.lru_cache(maxsize=2)
+def _llama(model_path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
+    """One loaded model per process and setting, with the lock that serializes its generations."""
+    from llama_cpp import Llama  # imported here: loading the native library takes a moment
+
+    kwargs: dict[str, Any] = {"model_path": model_path, "n_ctx": n_ctx, "verbose": False}
+    if n_threads:
+        kwargs["n_threads"] = n_threads
+    return Llama(**kwargs), threading.Lock()
+
+
 class LlamaChatClient:
     """``client.chat.completions.create`` backed by an in-process llama.cpp model."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int = 0) -> None:
-        from llama_cpp import Llama  # imported here: loading the native library takes a moment
-
-        kwargs: dict[str, Any] = {"model_path": model_path, "n_ctx": n_ctx, "verbose": False}
-        if n_threads:
-            kwargs["n_threads"] = n_threads
-        self.llama = Llama(**kwargs)
+        self.llama, self._lock = _llama(model_path, n_ctx, n_threads)
         self.model_name = model_path.rsplit("/", 1)[-1]
-        self._lock = threading.Lock()
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
 
     async def _create(self, *, messages: list[dict[str, Any]], **params: Any) -> _ThreadStream:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncGenerator
 from pathlib import Path
 
@@ -17,39 +18,73 @@ from bot.errors import VoicebotError
 from bot.services import models
 
 
-class VoiceWhisperSTTService(WhisperSTTService):
-    """pipecat's Whisper service with decoding settings chosen for latency on short turns.
+FRAMES_PER_SEC = 100
+"""Whisper's log-mel frame rate (10 ms hop)."""
+MAX_COMPRESSION_RATIO = 2.4
+"""Whisper's own sign of a decoding loop (repeated text compresses well); such output is redone."""
 
-    pipecat decodes with faster-whisper's defaults (beam search of 5, timestamps, conditioning on
-    previous text). A voice turn is one short utterance, so greedy decoding without timestamps gives
-    the same words for a fraction of the time. Thread count is configurable.
+
+@functools.lru_cache(maxsize=2)
+def _whisper_model(path: str, device: str, compute_type: str, cpu_threads: int):
+    """One loaded model per process and setting: sessions (replays, Discord channels) share it."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+class VoiceWhisperSTTService(WhisperSTTService):
+    """pipecat's Whisper service, decoding one voice turn for latency.
+
+    pipecat calls faster-whisper's general ``transcribe`` (30 s window, temperature fallback, beam 5).
+    A voice turn is one short utterance, so this service encodes it in a shorter window
+    (``stt.window_secs``, 10 s by default: the encoder's cost grows with the window, and Whisper pads
+    every input to 30 s otherwise) and decodes greedily without timestamps. If the short window makes
+    the model loop (compression ratio above Whisper's 2.4), the turn is decoded again in the full 30 s
+    window. ``benchmarks/latency.py`` measures both.
     """
 
-    def __init__(self, *, beam_size: int = 1, cpu_threads: int = 0, **kwargs) -> None:
+    def __init__(self, *, beam_size: int = 1, cpu_threads: int = 0, window_secs: int = 10, **kwargs) -> None:
         self._beam_size = beam_size
         self._cpu_threads = cpu_threads
+        self._window_frames = window_secs * FRAMES_PER_SEC
+        self._tokenizer = None
         super().__init__(**kwargs)
 
     def _load(self) -> None:
-        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
 
-        self._model = WhisperModel(str(self._settings.model), device=self._device,
-                                   compute_type=self._compute_type, cpu_threads=self._cpu_threads)
+        self._model = _whisper_model(str(self._settings.model), self._device, self._compute_type,
+                                     self._cpu_threads)
+        language = str(self._settings.language) if self._settings.language else "en"
+        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
+                                    task="transcribe", language=language)
+
+    def _decode(self, features: np.ndarray, frames: int, duration: float):
+        import ctranslate2
+
+        padded = np.pad(features, ((0, 0), (0, max(0, frames - features.shape[1]))))
+        encoded = self._model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(padded[np.newaxis])), to_cpu=False)
+        prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        result = self._model.model.generate(
+            encoded, [prompt], beam_size=self._beam_size, suppress_blank=True, suppress_tokens=[-1],
+            max_length=min(224, int(duration * 12) + 24), return_no_speech_prob=True)[0]
+        return self._tokenizer.decode(result.sequences_ids[0]).strip(), result.no_speech_prob
 
     def transcribe_pcm(self, audio: bytes) -> str:
         """Blocking: 16-bit mono PCM at the pipeline rate -> text."""
+        from faster_whisper.transcribe import get_compression_ratio
+
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-        segments, _ = self._model.transcribe(
-            samples,
-            language=str(self._settings.language) if self._settings.language else None,
-            beam_size=self._beam_size,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
+        duration = len(samples) / 16000
+        features = self._model.feature_extractor(samples)
+        text, no_speech = self._decode(features, max(self._window_frames, features.shape[1]), duration)
+        if text and get_compression_ratio(text) > MAX_COMPRESSION_RATIO and self._window_frames < 3000:
+            text, no_speech = self._decode(features, max(3000, features.shape[1]), duration)
         threshold = self._settings.no_speech_prob
-        return " ".join(s.text.strip() for s in segments
-                        if threshold is None or s.no_speech_prob < threshold).strip()
+        if threshold is not None and no_speech >= threshold and len(text.split()) < 3:
+            return ""  # most likely not speech: a cough, a door, the bot's own echo tail
+        return text
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
@@ -91,5 +126,6 @@ def make_stt(cfg: STTConfig) -> tuple[VoiceWhisperSTTService, str]:
         compute_type=cfg.compute_type,
         beam_size=cfg.beam_size,
         cpu_threads=cfg.cpu_threads,
+        window_secs=cfg.window_secs,
     )
     return service, description
