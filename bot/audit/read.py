@@ -55,6 +55,150 @@ class Session:
     def audio_path(self, ref: dict[str, Any] | None) -> Path | None:
         return self.dir / ref["file"] if ref and isinstance(ref.get("file"), str) else None
 
+    def forgotten_audio(self) -> dict[str, int]:
+        """``{file: seq}`` of audio that ``privacy.forget`` records say was deleted on request
+        (``data.deleted = [{path, sha256, ...}]``); ``verify`` accepts those files being missing."""
+        found: dict[str, int] = {}
+        for rec in self.records:
+            if rec.get("type") == "privacy.forget":
+                for item in rec["data"].get("deleted") or []:
+                    if isinstance(item, dict) and isinstance(item.get("path"), str):
+                        found.setdefault(item["path"], rec.get("seq", -1))
+        return found
+
+    def views(self) -> list[TurnView]:
+        """Every turn through :func:`turn_view`, in order."""
+        return [turn_view(t) for t in self.turns]
+
+
+STAGED = frozenset({
+    "user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
+    "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted",
+})
+"""Staged event types (docs/audit-log.md): shown only on request by ``show``, folded away by reports."""
+
+
+def blocked(verdict: Any) -> bool:
+    """A verdict that blocked its text (``allowed`` is explicitly false)."""
+    return isinstance(verdict, dict) and verdict.get("allowed") is False
+
+
+def num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass
+class TurnView:
+    """One turn as a reviewer sees it, whether or not its ``turn`` summary was written.
+
+    A complete turn is read from its summary; an incomplete one (the session stopped during it) is
+    rebuilt from its staged events. ``show``, ``voicebot audit report`` and ``voicebot replay`` all
+    read turns through this, so they agree on what was heard, blocked and spoken.
+    """
+
+    number: int
+    complete: bool
+    speaker: str | None
+    user: dict[str, Any] | None
+    """The summary's ``user`` object; None for a bot-initiated turn or an incomplete one."""
+    heard: str | None
+    input_verdict: dict[str, Any] | None
+    generated: list[str]
+    output_verdicts: list[Any]
+    verdict_texts: list[str | None]
+    """The text each output verdict judged (from the verdict, else its ``moderation.verdict`` event)."""
+    spoken: str | None
+    """What was played; None when unknown (the turn did not finish)."""
+    interrupted: bool
+    refused: bool
+    user_audio: dict[str, Any] | None
+    bot_audio: dict[str, Any] | None
+    timings: dict[str, Any]
+    errors: list[str]
+    summary: dict[str, Any]
+    events: list[dict[str, Any]]
+
+    @property
+    def bot_initiated(self) -> bool:
+        return self.complete and self.user is None
+
+    @property
+    def input_blocked(self) -> bool:
+        return blocked(self.input_verdict)
+
+    @property
+    def blocked_texts(self) -> set[str]:
+        return {t for t, v in zip(self.verdict_texts, self.output_verdicts) if t and blocked(v)}
+
+    @property
+    def output_blocked(self) -> bool:
+        return any(blocked(v) for v in self.output_verdicts)
+
+    @property
+    def start_s(self) -> float | None:
+        return num(self.user.get("start_s")) if self.user else None
+
+    @property
+    def end_s(self) -> float | None:
+        return num(self.user.get("end_s")) if self.user else None
+
+    @property
+    def bot_span(self) -> tuple[float | None, float | None]:
+        bot = self.summary.get("bot")
+        if isinstance(bot, dict):
+            return num(bot.get("start_s")), num(bot.get("end_s"))
+        started = [num(r["data"].get("t")) for r in self.events if r.get("type") == "bot.started_speaking"]
+        stopped = [num(r["data"].get("t")) for r in self.events if r.get("type") == "bot.stopped_speaking"]
+        return (started[0] if started else None), (stopped[-1] if stopped else None)
+
+    @property
+    def extra_events(self) -> list[dict[str, Any]]:
+        """Records of this turn that are neither staged events nor errors (e.g. newer record types)."""
+        return [r for r in self.events if r.get("type") not in STAGED and r.get("type") != "error"]
+
+
+def turn_view(turn: Turn) -> TurnView:
+    summary = turn.summary or {}
+    user = summary.get("user") if isinstance(summary.get("user"), dict) else None
+    verdict_events = turn.events_of("moderation.verdict")
+    in_events = [r["data"] for r in verdict_events if r["data"].get("stage") == "input"]
+    out_events = [r["data"] for r in verdict_events if r["data"].get("stage") == "output"]
+    if turn.complete:
+        heard = user.get("transcript") if user else None
+        input_verdict = summary.get("input_verdict")
+        generated = [str(g) for g in summary.get("generated") or []]
+        verdicts = list(summary.get("output_verdicts") or [])
+        spoken = summary.get("spoken")
+        interrupted = bool(summary.get("interrupted"))
+    else:
+        finals = turn.events_of("stt.final")
+        heard = finals[-1]["data"].get("text") if finals else None
+        input_verdict = in_events[-1].get("verdict") if in_events else None
+        generated = [str(r["data"].get("text", "")) for r in turn.events_of("llm.sentence")]
+        verdicts = [e.get("verdict") for e in out_events]
+        cut = turn.events_of("bot.interrupted")
+        spoken = cut[-1]["data"].get("spoken_text") if cut else None
+        interrupted = bool(cut)
+    texts: list[str | None] = []
+    for i, v in enumerate(verdicts):
+        text = v.get("text") if isinstance(v, dict) else None
+        if text is None and i < len(out_events):
+            text = out_events[i].get("text")
+        texts.append(text)
+    errors = [str(e) for e in summary.get("errors") or []]
+    errors += [f"{r['data'].get('stage', '?')}: {r['data'].get('message', '')}" for r in turn.events_of("error")]
+    timings = summary.get("timings")
+    return TurnView(
+        number=turn.number, complete=turn.complete, speaker=summary.get("speaker"), user=user,
+        heard=heard, input_verdict=input_verdict if isinstance(input_verdict, dict) else None,
+        generated=generated, output_verdicts=verdicts, verdict_texts=texts,
+        spoken=None if spoken is None else str(spoken), interrupted=interrupted,
+        refused=bool(summary.get("refused")),
+        user_audio=user.get("audio") if user and isinstance(user.get("audio"), dict) else None,
+        bot_audio=summary.get("bot_audio") if isinstance(summary.get("bot_audio"), dict) else None,
+        timings=dict(timings) if isinstance(timings, dict) else {}, errors=errors, summary=summary,
+        events=list(turn.events))
+
 
 def read_session(session_dir: str | Path) -> Session:
     root = Path(session_dir)

@@ -12,13 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.audit.read import Session, Turn, read_session
+from bot.audit.read import STAGED, Session, Turn, blocked, num, read_session, turn_view
 from bot.audit.verify import verify
 
-STAGED = {
-    "user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
-    "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted",
-}
 LABEL = 11  # width of the field labels
 # The log stores keys sorted; show the usual ones in pipeline order, then the rest.
 TIMING_ORDER = ("stt_ms", "moderation_input_ms", "llm_ttft_ms", "moderation_output_ms", "tts_ttfa_ms", "v2v_ms")
@@ -68,6 +64,8 @@ def _header(out: list[str], s: Session, result: Any) -> None:
         out.append(_field("persona", str(persona)))
     if h.get("config_hash"):
         out.append(_field("config", f"sha256 {str(h['config_hash'])[:12]}"))
+    if h.get("replay_of"):
+        out.append(_field("replay of", replay_origin(h)))
     models = h.get("models")
     if isinstance(models, dict) and models:
         named = (f"{k}: {_short(models[k])}" for k in _ordered(models, MODEL_ORDER))
@@ -90,96 +88,72 @@ def _header(out: list[str], s: Session, result: Any) -> None:
         out.append(_field("unreadable", "lines " + ", ".join(map(str, s.bad_lines[:10]))))
 
 
+def replay_origin(h: dict[str, Any]) -> str:
+    """``replay of`` line for a session written by ``voicebot replay`` (header ``replay_of*`` keys)."""
+    text = str(h.get("replay_of_dir") or h.get("replay_of"))
+    if h.get("replay_of_head"):
+        text += f" (head {str(h['replay_of_head'])[:16]})"
+    if h.get("replay_of_verified") is False:
+        text += " — the original FAILED verification (replayed with --force)"
+    return text
+
+
 # --------------------------------------------------------------------------- turns
 
 
 def _turn(out: list[str], turn: Turn, events: bool) -> None:
-    summary = turn.summary or {}
-    user = summary.get("user") if isinstance(summary.get("user"), dict) else None
+    v = turn_view(turn)
     title = f"Turn {turn.number}"
-    if turn.complete:
-        speaker = summary.get("speaker")
-        if speaker:
-            title += f" · {speaker}"
-        if user and _num(user.get("start_s")) is not None and _num(user.get("end_s")) is not None:
-            title += f" · {user['start_s']:.2f} s – {user['end_s']:.2f} s"
-        elif user is None:
+    if v.complete:
+        if v.speaker:
+            title += f" · {v.speaker}"
+        if v.start_s is not None and v.end_s is not None:
+            title += f" · {v.start_s:.2f} s – {v.end_s:.2f} s"
+        elif v.user is None:
             title += " · bot-initiated"
     else:
         title += " · INCOMPLETE (no turn record: the session stopped during this turn)"
     out.append(title)
 
-    in_events = [r["data"] for r in turn.events_of("moderation.verdict") if r["data"].get("stage") == "input"]
-    out_events = [r["data"] for r in turn.events_of("moderation.verdict") if r["data"].get("stage") == "output"]
-
     # heard + input verdict
-    if turn.complete:
-        heard = user.get("transcript") if user else None
-        input_verdict = summary.get("input_verdict")
-    else:
-        finals = turn.events_of("stt.final")
-        heard = finals[-1]["data"].get("text") if finals else None
-        input_verdict = in_events[-1].get("verdict") if in_events else None
-    if heard is not None or user is not None or not turn.complete:
-        blocked = _blocked(input_verdict)
-        out.append(_field("heard", _quote(heard) + ("   [BLOCKED by input moderation]" if blocked else "")))
-        out.append(_field("input", _verdict(input_verdict)))
+    if v.heard is not None or v.user is not None or not v.complete:
+        out.append(_field("heard", _quote(v.heard) + ("   [BLOCKED by input moderation]" if v.input_blocked else "")))
+        out.append(_field("input", _verdict(v.input_verdict)))
 
     # generated + output verdicts
-    if turn.complete:
-        generated = [str(g) for g in summary.get("generated") or []]
-        verdicts = list(summary.get("output_verdicts") or [])
-    else:
-        generated = [str(r["data"].get("text", "")) for r in turn.events_of("llm.sentence")]
-        verdicts = [e.get("verdict") for e in out_events]
-    texts = []
-    for i, v in enumerate(verdicts):
-        text = v.get("text") if isinstance(v, dict) else None
-        if text is None and i < len(out_events):
-            text = out_events[i].get("text")
-        texts.append(text)
-    blocked_texts = {t for t, v in zip(texts, verdicts) if t and _blocked(v)}
+    blocked_texts = v.blocked_texts
     lines = [f"{i}. {_quote(g)}" + ("   [BLOCKED]" if g in blocked_texts else "")
-             for i, g in enumerate(generated, 1)]
+             for i, g in enumerate(v.generated, 1)]
     _multi(out, "generated", lines or ["(nothing)"])
-    if verdicts and all(isinstance(v, dict) and v.get("allowed") is True for v in verdicts):
-        backends = sorted({str(v.get("backend")) for v in verdicts if v.get("backend")})
+    verdicts = v.output_verdicts
+    if verdicts and all(isinstance(x, dict) and x.get("allowed") is True for x in verdicts):
+        backends = sorted({str(x.get("backend")) for x in verdicts if x.get("backend")})
         checks = f"{len(verdicts)} check" + ("s" if len(verdicts) > 1 else "")
         vlines = [f"allowed ({checks}" + (f", backend={','.join(backends)}" if backends else "") + ")"]
     else:
-        vlines = [f"{i}. " + _verdict(v) + (f"   on {_quote(text)}" if text and _blocked(v) else "")
-                  for i, (text, v) in enumerate(zip(texts, verdicts), 1)]
+        vlines = [f"{i}. " + _verdict(x) + (f"   on {_quote(text)}" if text and _blocked(x) else "")
+                  for i, (text, x) in enumerate(zip(v.verdict_texts, verdicts), 1)]
     _multi(out, "output", vlines or ["not checked"])
 
     # spoken
-    if turn.complete:
-        spoken = summary.get("spoken")
-        interrupted = bool(summary.get("interrupted"))
-    else:
-        cut = turn.events_of("bot.interrupted")
-        spoken = cut[-1]["data"].get("spoken_text") if cut else None
-        interrupted = bool(cut)
-    text = _quote(spoken) if spoken is not None else "(unknown: the turn did not finish)"
-    out.append(_field("spoken", text + ("   [cut at barge-in]" if interrupted else "")))
-    if summary.get("refused"):
+    text = _quote(v.spoken) if v.spoken is not None else "(unknown: the turn did not finish)"
+    out.append(_field("spoken", text + ("   [cut at barge-in]" if v.interrupted else "")))
+    if v.refused:
         out.append(_field("refused", "yes: the persona's refusal was spoken instead"))
 
     # audio, timings, errors
     audio = []
-    if user and isinstance(user.get("audio"), dict):
-        audio.append("user " + _audio(user["audio"]))
-    if isinstance(summary.get("bot_audio"), dict):
-        audio.append("bot " + _audio(summary["bot_audio"]))
+    if v.user_audio:
+        audio.append("user " + _audio(v.user_audio))
+    if v.bot_audio:
+        audio.append("bot " + _audio(v.bot_audio))
     if audio:
         out.append(_field("audio", " · ".join(audio)))
-    timings = summary.get("timings")
-    if isinstance(timings, dict) and timings:
-        out.append(_field("timings", " · ".join(_timing(k, timings[k]) for k in _ordered(timings, TIMING_ORDER))))
-    errors = [str(e) for e in summary.get("errors") or []]
-    errors += [f"{r['data'].get('stage', '?')}: {r['data'].get('message', '')}" for r in turn.events_of("error")]
-    if errors:
-        _multi(out, "errors", errors)
-    listed = [r for r in turn.events if events or (r["type"] not in STAGED and r["type"] != "error")]
+    if v.timings:
+        out.append(_field("timings", " · ".join(_timing(k, v.timings[k]) for k in _ordered(v.timings, TIMING_ORDER))))
+    if v.errors:
+        _multi(out, "errors", v.errors)
+    listed = v.events if events else v.extra_events
     if listed:
         _multi(out, "events", [_generic(r) for r in listed])
 
@@ -209,12 +183,8 @@ def _quote(text: Any) -> str:
     return "(none)" if text is None else json.dumps(str(text), ensure_ascii=False)
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _blocked(verdict: Any) -> bool:
-    return isinstance(verdict, dict) and verdict.get("allowed") is False
+_num = num
+_blocked = blocked
 
 
 def _verdict(v: Any) -> str:

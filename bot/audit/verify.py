@@ -48,6 +48,8 @@ class VerifyResult:
     """``hash`` of the last complete record: note it elsewhere to detect later truncation."""
     ended: bool = False
     """True when the log ends with ``session.end``."""
+    forgotten_audio: int = 0
+    """Audio files missing because a later ``privacy.forget`` record says they were deleted on request."""
 
     def summary(self) -> str:
         """One line for humans: ``chain OK: ...`` or ``chain BROKEN: <first problem>``."""
@@ -116,6 +118,7 @@ def verify(session_dir: str | Path) -> VerifyResult:
                                    "fields added since may not be shown")
 
     referenced: dict[str, str | None] = {}  # file -> verified sha256, or None if bad
+    forgotten = _forgotten_audio(pieces)  # file -> (sha256, line) deleted on request
     expected_seq = 0
     prev: str | None = GENESIS
     end_line: int | None = None
@@ -160,7 +163,8 @@ def verify(session_dir: str | Path) -> VerifyResult:
         if type_ == "session.end":
             end_line, end_data = number, rec["data"] if isinstance(rec["data"], dict) else {}
         for ref in find_audio_refs(rec["data"]):
-            _check_audio(root, ref, where, referenced, problem)
+            if not _forgotten(root, ref, number, forgotten, referenced, result):
+                _check_audio(root, ref, where, referenced, problem)
         expected_seq = seq + 1 if isinstance(seq, int) else expected_seq + 1
         prev = rec["hash"] if isinstance(rec["hash"], str) else None
         result.head = prev
@@ -188,6 +192,46 @@ def _minor(version: Any) -> int:
         return int(str(version).split(".")[1])
     except (IndexError, ValueError):
         return 0
+
+
+FORGET_TYPE = "privacy.forget"
+
+
+def _forgotten_audio(pieces: list[bytes]) -> dict[str, tuple[str, int]]:
+    """``{file: (sha256, line)}`` of the audio that ``privacy.forget`` records say was deleted on request
+    (``data.deleted = [{path, sha256}, ...]``). Read ahead of the chain check, which still verifies those
+    records like any other."""
+    found: dict[str, tuple[str, int]] = {}
+    for number, line in enumerate(pieces, start=1):
+        if FORGET_TYPE.encode() not in line:
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(rec, dict) or rec.get("type") != FORGET_TYPE or not isinstance(rec.get("data"), dict):
+            continue
+        for item in rec["data"].get("deleted") or []:
+            if isinstance(item, dict) and isinstance(item.get("path"), str) and isinstance(item.get("sha256"), str):
+                found.setdefault(item["path"], (item["sha256"], number))
+    return found
+
+
+def _forgotten(root: Path, ref: dict[str, Any], line: int, forgotten: dict[str, tuple[str, int]],
+               seen: dict[str, str | None], result: VerifyResult) -> bool:
+    """True when the referenced file is missing and a *later* privacy.forget record names it with the same
+    sha256: deleted on request, which is not tampering. Anything else is left to :func:`_check_audio`."""
+    name = ref["file"]
+    gone = forgotten.get(name)
+    if gone is None or gone[0] != ref["sha256"] or gone[1] <= line or name in seen:
+        return False
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or root.joinpath(*rel.parts).exists():
+        return False
+    seen[name] = None
+    result.forgotten_audio += 1
+    result.warnings.append(f"{name}: deleted on request (privacy.forget, line {gone[1]})")
+    return True
 
 
 def _check_audio(root: Path, ref: dict[str, Any], where: str, seen: dict[str, str | None], problem: Any) -> None:
