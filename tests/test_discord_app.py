@@ -1,0 +1,248 @@
+"""Slash commands, the join notice, allow-lists and member events, with Discord mocked at the network
+boundary only (channel.connect / channel.send / the interaction's respond and defer, and the voice UDP
+socket, see test_discord_support.py). py-cord's own Bot registers the commands."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from unittest.mock import AsyncMock
+
+import pytest
+
+from bot.audit import read_session, verify
+from bot.discord.app import DiscordApp, insert_after_stt, make_client, run_bot
+from bot.discord.policy import ReplyGate
+from bot.errors import VoicebotError
+from bot.persona import load_persona
+from test_discord_support import FakeVoiceClient, ctx, make_channel, make_guild, member, said, wait_for
+
+discord = pytest.importorskip("discord")
+
+
+def app_for(settings_factory, **overrides) -> DiscordApp:
+    base = {"llm.provider": "scripted", "llm.script": ["Hello."], "discord.respond_to": "all"}
+    base.update(overrides)
+    return DiscordApp(settings_factory(**base), load_persona("default"))
+
+
+def run_app(app: DiscordApp, scenario) -> None:
+    """Run ``scenario`` and always leave every channel, so a failing assertion cannot leave a pipeline
+    running (asyncio.run cancelling all of pipecat's tasks at once can hang)."""
+
+    async def main():
+        try:
+            await scenario()
+        finally:
+            await app.close()
+
+    asyncio.run(main())
+
+
+def test_join_posts_the_notice_before_recording_then_persona_mode_and_leave(settings_factory, tmp_path):
+    app = app_for(settings_factory)
+
+    async def scenario():
+        guild = make_guild()
+        vc = FakeVoiceClient(guild)
+        order: list[str] = []
+        start_recording = vc.start_recording
+        vc.start_recording = lambda sink, after=None: (order.append("record"), start_recording(sink, after))
+        send = AsyncMock(side_effect=lambda text: order.append("notice") or SimpleNamespace(id=77))
+        channel = make_channel(guild, vc, send=send)
+        alice = member(1, "Alice", channel)
+
+        c = ctx(1, alice)
+        await app.handlers.join(c)
+        c.defer.assert_awaited_once_with(ephemeral=True)
+        assert "Joined General as Nova" in said(c) and "answering everyone" in said(c)
+        assert order == ["notice", "record"], "nothing is recorded before the notice is posted"
+        notice = send.call_args.args[0]
+        assert "Nova is listening in General" in notice and "recorded, transcribed" in notice
+        session = app.sessions[1]
+        first_dir = session.session.audit.dir
+        header = read_session(first_dir).header
+        assert header["discord"] == {"guild_id": 1, "channel_id": 10, "channel": "General", "respond_to": "all",
+                                     "notice": ["77"]}
+        assert any(isinstance(p, ReplyGate) for p in session.session.built.pipeline.processors)
+
+        c = ctx(1, alice)
+        await app.handlers.join(c)
+        assert "already in General" in said(c)
+
+        c = ctx(1, alice)
+        await app.handlers.mode(c, "telepathy")
+        assert "unknown mode 'telepathy'" in said(c)
+
+        c = ctx(1, alice)
+        await app.handlers.persona(c, "pirate")
+        assert "Now Captain" in said(c) and "new audit session" in said(c)
+        assert send.await_count == 2, "a new session gets its own notice"
+        assert session.session.audit.dir != first_dir
+        assert verify(first_dir).ok and verify(first_dir).ended
+
+        c = ctx(1, alice)
+        await app.handlers.forget(c)
+        assert "Nothing to forget" in said(c)
+
+        c = ctx(1, alice)
+        await app.handlers.leave(c)
+        assert "Left the voice channel" in said(c)
+        assert 1 not in app.sessions and vc.disconnect.await_count == 1
+        second = read_session(session.session.result.audit_dir)
+        assert second.end is not None and second.header["persona"]["name"] != "Nova"
+
+        c = ctx(1, alice)
+        await app.handlers.leave(c)
+        assert "not in a voice channel" in said(c)
+
+    run_app(app, scenario)
+
+
+def test_no_notice_means_no_recording(settings_factory, tmp_path):
+    app = app_for(settings_factory)
+
+    async def scenario():
+
+        async def build_session(*_a, **_k):
+            raise AssertionError("no session may be built when the notice could not be posted")
+
+        app.build_session = build_session
+        guild = make_guild()
+        vc = FakeVoiceClient(guild)
+        forbidden = discord.Forbidden(SimpleNamespace(status=403, reason="Forbidden"), "Missing Permissions")
+        channel = make_channel(guild, vc, send=AsyncMock(side_effect=forbidden))
+        c = ctx(1, member(1, "Alice", channel))
+        await app.handlers.join(c)
+        assert "could not post the recording notice" in said(c) and "nothing was recorded" in said(c)
+        assert vc.disconnect.await_count == 1 and vc.sinks == []
+        assert app.sessions == {}
+
+    run_app(app, scenario)
+    assert not (tmp_path / "audits").exists() or not any((tmp_path / "audits").iterdir())
+
+
+def test_allow_lists_and_preconditions_refuse_clearly(settings_factory):
+    app = app_for(settings_factory, **{"discord.guild_ids": [1], "discord.channel_ids": [10],
+                                       "discord.user_ids": [1]})
+
+    async def scenario():
+        guild = make_guild()
+        vc = FakeVoiceClient(guild)
+        allowed = make_channel(guild, vc)
+        other = make_channel(guild, vc, channel_id=11, name="Secret")
+        cases = [
+            (ctx(2, member(1, "Alice", allowed)), app.handlers.join, "not enabled on this server"),
+            (ctx(1, member(9, "Mallory", allowed)), app.handlers.join, "not on this bot's list"),
+            (ctx(1, member(1, "Alice", other)), app.handlers.join, "not allowed to join Secret"),
+            (ctx(1, member(1, "Alice")), app.handlers.join, "Join a voice channel first"),
+            (ctx(1, member(1, "Alice")), app.handlers.leave, "not in a voice channel"),
+            (ctx(1, member(1, "Alice")), app.handlers.forget, "No session is running"),
+            (ctx(9, member(1, "Alice")), app.handlers.forget, "not enabled on this server"),
+        ]
+        for c, handler, expected in cases:
+            await handler(c)
+            assert expected in said(c), (handler.__name__, said(c))
+        c = ctx(1, member(1, "Alice"))
+        await app.handlers.persona(c, "pirate")
+        assert "/join first" in said(c)
+        assert allowed.connect.await_count == 0 and other.connect.await_count == 0
+        with pytest.raises(VoicebotError, match="allow-lists"):
+            await app.join(other)
+        # the sink drops the audio of users who are not on the list before it is buffered anywhere
+        sink = app.make_sink(lambda *a: pytest.fail("must not be delivered"))
+        sink.write(SimpleNamespace(pcm=b"\0" * 3840, packet=None), SimpleNamespace(id=9))
+        assert sink.dropped == 1
+
+    run_app(app, scenario)
+
+
+def test_slash_commands_are_registered_with_pycord(settings_factory):
+    app = app_for(settings_factory, **{"discord.guild_ids": [123]})
+
+    async def build():  # py-cord's Client wants a running loop, as in run_bot()
+        return make_client(app)
+
+    bot = asyncio.run(build())
+    commands = {c.name: c for c in bot.pending_application_commands}
+    assert set(commands) == {"join", "leave", "mode", "persona", "forget"}
+    assert all(c.guild_ids == [123] for c in commands.values()), "guild-scoped: available at once"
+    persona = commands["persona"].options[0]
+    assert persona.name == "name" and {c.name for c in persona.choices} >= {"default", "pirate"}
+    assert [c.name for c in commands["mode"].options[0].choices] == ["pipeline"]
+    assert bot.intents.voice_states and bot.intents.guilds
+    assert not bot.intents.message_content and not bot.intents.members, "no privileged intents"
+
+
+def test_configured_channel_is_joined_at_start_then_members_leave_and_the_bot_is_disconnected(settings_factory):
+    app = app_for(settings_factory, **{"discord.voice_channel_id": 10})
+    guild = make_guild()
+    vc = FakeVoiceClient(guild)
+    channel = make_channel(guild, vc)
+    app.client = SimpleNamespace(user=SimpleNamespace(id=999), get_channel={10: channel}.get)
+
+    async def scenario():
+        await app.on_ready()
+        session = app.sessions[1]
+        await app.on_ready()  # a gateway reconnect fires on_ready again: no second join
+        assert channel.connect.await_count == 1 and channel.send.await_count == 1
+        transport = session.transport
+        transport.input().on_voice(5, "Alice", b"\x00\x10" * 1920, 0, time.monotonic())  # Alice talks...
+        assert await wait_for(lambda: transport.floor_holder == "Alice", 2)
+        alice = SimpleNamespace(id=5, guild=guild)
+        await app.on_voice_state_update(alice, SimpleNamespace(channel=channel), SimpleNamespace(channel=None))
+        assert transport.input().floor.holder is None and 5 not in transport.input().streams
+        me = SimpleNamespace(id=999, guild=guild)
+        await app.on_voice_state_update(me, SimpleNamespace(channel=channel), SimpleNamespace(channel=None))
+        assert app.sessions == {}
+        assert verify(session.session.result.audit_dir).ended
+
+    run_app(app, scenario)
+
+
+def test_reply_gate_goes_right_after_stt():
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.services.stt_service import STTService
+
+    class FakeSTT(STTService):
+        async def run_stt(self, audio):
+            yield None
+
+    a, stt, b = FrameProcessor(), FakeSTT(), FrameProcessor()
+    pipeline = Pipeline([a, stt, b])
+    gate = ReplyGate("all", ["Nova"])
+    insert_after_stt(pipeline, gate)
+    procs = pipeline.processors
+    assert procs[procs.index(stt) + 1] is gate and procs[procs.index(gate) + 1] is b
+    assert stt._next is gate and gate._next is b and b._prev is gate
+    with pytest.raises(VoicebotError, match="speech-to-text"):
+        insert_after_stt(Pipeline([FrameProcessor()]), ReplyGate("all", []))
+
+
+def test_missing_token_fails_in_one_line_naming_the_variable(settings_factory, monkeypatch):
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    settings = settings_factory()
+    with pytest.raises(VoicebotError, match=r"\$DISCORD_TOKEN"):
+        asyncio.run(run_bot(settings, load_persona("default")))
+
+
+def test_cli_discord_command_without_token(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from bot.cli import app as cli
+
+    secret = "MTIz.secret-token-value"
+    monkeypatch.setenv("VOICEBOT_AUDIT__DIR", str(tmp_path))
+    monkeypatch.setenv("MY_TOKEN", secret)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["discord", "--help"])
+    assert out.exit_code == 0 and "DISCORD_TOKEN" in out.output
+    out = runner.invoke(cli, ["discord", "--set", "llm.provider=scripted"])
+    assert out.exit_code != 0
+    assert "DISCORD_TOKEN" in str(out.exception) or "DISCORD_TOKEN" in out.output
+    # the config names the variable, never the token; `config show` masks nothing it doesn't have
+    out = runner.invoke(cli, ["config", "show", "--set", "discord.token_env=MY_TOKEN"])
+    assert out.exit_code == 0 and '"token_env": "MY_TOKEN"' in out.output and secret not in out.output
