@@ -24,7 +24,7 @@ from pydantic_settings import (
 from bot.errors import VoicebotError
 from moderation.config import ModerationConfig
 
-Mode = Literal["pipeline"]
+Mode = Literal["pipeline", "audio-llm", "realtime"]
 """The one key that picks how the bot hears and speaks. See ``pipelines.build_pipeline``."""
 
 
@@ -41,6 +41,8 @@ class STTConfig(_Section):
     compute_type: str = "int8"
     beam_size: int = Field(default=1, ge=1, le=10)
     cpu_threads: int = Field(default=0, ge=0, description="0 = let CTranslate2 decide.")
+    window_secs: int = Field(default=10, ge=5, le=30, description="Encoder window for one turn: shorter is "
+                                                              "faster; 30 is Whisper's own window.")
 
 
 class LLMConfig(_Section):
@@ -81,17 +83,138 @@ class VADConfig(_Section):
 
 class TransportConfig(_Section):
     sample_rate: Literal[16000] = Field(default=16000, description="Rate the pipeline hears at (VAD and STT need 16 kHz).")
-    input_device: str | None = None
-    output_device: str | None = None
+    input_device: str | int | None = Field(default=None, description="microphone: device index or (part of) its "
+                                                                     "name, see `voicebot devices`; empty = default.")
+    output_device: str | int | None = Field(default=None, description="speaker: device index or (part of) its "
+                                                                      "name; empty = the system default.")
     output_sample_rate: int = Field(default=24000, description="Rate the bot's speech is played at.")
     max_reply_secs: float = Field(default=60.0, gt=0, description="file transport: stop waiting for the bot "
                                                                   "this long after the input ends.")
+    echo: Literal["auto", "half-duplex", "barge-in", "aec"] = Field(
+        default="auto", description="What the bot does about hearing itself. half-duplex: the mic is ignored while "
+                                    "the bot speaks (open speakers); barge-in: the user can interrupt (headphones); "
+                                    "aec: WebRTC echo cancellation, barge-in through open speakers; auto: "
+                                    "half-duplex for the microphone, barge-in for files.")
+    echo_tail_secs: float = Field(default=0.3, ge=0.0, le=5.0,
+                                  description="half-duplex: the mic stays muted this long after the bot stops "
+                                              "(room echo), on top of the device's own output latency.")
+
+
+class AudioLLMConfig(_Section):
+    """``mode = "audio-llm"``: the user's turn audio goes to an audio-in, text-out chat model over an
+    OpenAI-compatible ``/v1/chat/completions`` (``input_audio`` content part); our TTS speaks the reply.
+    See docs/audio-llm.md. The ``[llm]`` section is not used in this mode."""
+
+    model: str = Field(default="", description="Model name on the server, e.g. gpt-audio-mini (OpenAI), "
+                                               "fixie-ai/ultravox-v0_5-llama-3_2-1b (vLLM).")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+                                                           "for vLLM; empty = OpenAI.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=120, ge=1)
+    audio_format: Literal["wav", "mp3"] = Field(
+        default="wav", description="input_audio.format: wav (16 kHz mono PCM16, accepted everywhere) or mp3.")
+    audio_prompt: str = Field(default="", description="Text sent with the user's audio in the same message "
+                                                      "(some models want an instruction); empty = audio only.")
+    transcribe_for_audit: bool = Field(
+        default=True, description="Also transcribe each turn with the local Whisper STT, for the audit log and "
+                                  "input moderation; the transcript is never sent in place of the turn's audio.")
+    history_audio_turns: int = Field(default=0, ge=0, le=20,
+                                     description="Earlier user turns re-sent as audio besides the current one; "
+                                                 "older ones are sent as their transcript.")
+    max_audio_secs: float = Field(default=30.0, gt=0, le=600,
+                                  description="Longer user turns are cut to their last this-many seconds.")
+    timeout_secs: float = Field(default=30.0, gt=0, description="Per request; no retries (a voice turn can't wait).")
+
+
+class RealtimeConfig(_Section):
+    """``mode = "realtime"``: an end-to-end speech model over the OpenAI Realtime API (GA events) hears and
+    speaks; its output audio is held back until the transcript covering it has passed output moderation.
+    See docs/realtime.md. The ``[llm]``, ``[stt]`` and ``[tts]`` model sections are not used in this mode
+    (Piper only speaks the refusal line)."""
+
+    model: str = Field(default="gpt-realtime-2.1", description="Realtime model name on the server.")
+    base_url: str | None = Field(default=None, description="Any server speaking the Realtime API: http(s)://host/v1 "
+                                                           "(the client connects to ws(s)://host/v1/realtime) or "
+                                                           "ws(s)://host/v1; empty = OpenAI.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
+    voice: str = Field(default="", description="Output voice; empty = the persona's voices.openai, else alloy.")
+    holdback: Literal["strict", "monitor"] = Field(
+        default="strict", description="strict: model audio is played only after the transcript covering it passed "
+                                      "output moderation; monitor: audio plays at once, is checked alongside and "
+                                      "cut on a fail.")
+    chunk: Literal["sentence", "clause"] = Field(
+        default="sentence", description="Granularity of output moderation: sentence (. ! ?) or clause (also , ; :).")
+    max_chunk_words: int = Field(default=0, ge=0, description="Cut a chunk after this many words even without "
+                                                             "punctuation (long sentences stall strict playback); "
+                                                             "0 = no limit.")
+    max_lag_ms: float = Field(default=1500.0, gt=0, description="strict: model audio no transcript has followed "
+                                                                "for this long is dropped and the response "
+                                                                "cancelled (monitor: it plays).")
+    monitor_lead_ms: float = Field(default=200.0, ge=40, description="monitor: how far ahead of the speaker audio "
+                                                                     "is queued, i.e. how much still plays after a "
+                                                                     "failing chunk is cut.")
+    transcription_model: str = Field(default="gpt-transcribe", description="Input transcription model "
+                                                                           "(audio.input.transcription.model): "
+                                                                           "the user transcript for the audit "
+                                                                           "log and input moderation.")
+    language: str = Field(default="en", description="Input transcription language (ISO-639-1); empty = auto.")
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="server_vad: activation threshold.")
+    prefix_padding_ms: int = Field(default=300, ge=0, description="server_vad: audio kept before detected speech.")
+    silence_duration_ms: int = Field(default=500, ge=0, description="server_vad: silence that ends the turn.")
+    eagerness: Literal["low", "medium", "high", "auto"] = Field(default="auto", description="semantic_vad only.")
+    connect_timeout_secs: float = Field(default=10.0, gt=0, description="Time allowed to connect and configure "
+                                                                        "the session.")
+    max_reconnects: int = Field(default=3, ge=0, le=20, description="Reconnection attempts after a dropped "
+                                                                    "websocket before the session ends.")
 
 
 class AuditConfig(_Section):
     enabled: bool = True
     dir: str = "audits"
     store_audio: bool = True
+
+
+DEFAULT_DISCORD_NOTICE = (
+    "Heads-up: {bot} is listening in {channel}. What is said here is recorded, transcribed and kept in an "
+    "audit log (audio and text) for review. Type /forget to delete your audio from this session, "
+    "/leave to make the bot leave."
+)
+
+
+class DiscordConfig(_Section):
+    """``voicebot discord``: the bot joins a voice channel and answers the people in it (docs/discord.md).
+
+    The bot token is never configured here: it is read from the environment variable named by ``token_env``."""
+
+    token_env: str = Field(default="DISCORD_TOKEN", description="Name of the env var holding the bot token.")
+    guild_ids: list[int] = Field(default_factory=list, description="Allow-list of server (guild) ids; empty = "
+                                                                   "any server the bot was invited to.")
+    channel_ids: list[int] = Field(default_factory=list, description="Allow-list of voice channel ids the bot "
+                                                                     "may join; empty = any.")
+    user_ids: list[int] = Field(default_factory=list, description="Allow-list of user ids the bot listens to and "
+                                                                  "takes commands from; empty = anyone. Audio "
+                                                                  "of others is dropped on arrival.")
+    voice_channel_id: int = Field(default=0, description="Voice channel to join at start-up; 0 = wait for /join.")
+    respond_to: Literal["all", "addressed"] = Field(
+        default="addressed", description="all: answer every turn; addressed: only turns whose transcript "
+                                         "contains the persona's name or one of its wake_words.")
+    notice: str = Field(default=DEFAULT_DISCORD_NOTICE, min_length=1,
+                        description="Posted in the channel on joining, before anything is recorded ({bot} and "
+                                    "{channel} are filled in). If it cannot be posted, the bot leaves.")
+    notice_channel_id: int = Field(default=0, description="Text channel for the notice; 0 = the voice "
+                                                          "channel's own chat.")
+    speaker_label: Literal["name", "id"] = Field(
+        default="name", description="How speakers are labelled in turns and the audit log: name = display "
+                                    "name at first sight (kept for the session), id = user:<id>.")
+    floor_release_secs: float = Field(default=1.0, ge=0.1, le=30.0,
+                                      description="The speaker holding the floor keeps it until silent this "
+                                                  "long with no reply pending.")
+    floor_lookback_secs: float = Field(default=4.0, ge=0.0, le=30.0,
+                                       description="Speech of someone waiting for the floor is kept in memory "
+                                                   "up to this long and fed when they get it (never written "
+                                                   "to disk); older speech is dropped unheard.")
 
 
 class Settings(BaseSettings):
@@ -113,6 +236,9 @@ class Settings(BaseSettings):
     vad: VADConfig = VADConfig()
     transport: TransportConfig = TransportConfig()
     audit: AuditConfig = AuditConfig()
+    audio_llm: AudioLLMConfig = AudioLLMConfig()
+    realtime: RealtimeConfig = RealtimeConfig()
+    discord: DiscordConfig = DiscordConfig()
     moderation: ModerationConfig = ModerationConfig()
 
     _toml_file: str | None = None

@@ -151,8 +151,8 @@ def _apt_installed(instructions: list[tuple[str, str]]) -> set[str]:
 
 def _setup_sh_apt_packages() -> list[str]:
     text = (REPO / "scripts" / "setup.sh").read_text()
-    match = re.search(r"^apt_pkgs=\(([^)]*)\)", text, re.MULTILINE)
-    assert match, "scripts/setup.sh no longer defines apt_pkgs=(...); update this test"
+    match = re.search(r"^apt_runtime=\(([^)]*)\)", text, re.MULTILINE)
+    assert match, "scripts/setup.sh no longer defines apt_runtime=(...); update this test"
     return match.group(1).split()
 
 
@@ -285,8 +285,7 @@ def test_dockerfile_entrypoint_is_the_console_script(dockerfile):
 
 
 def test_dockerfile_installs_runtime_apt_packages_in_final_stage(dockerfile):
-    test_only = {"sox", "docker-compose"}  # setup.sh installs these for the test suite only
-    runtime = [p for p in _setup_sh_apt_packages() if p not in test_only]
+    runtime = _setup_sh_apt_packages()  # setup.sh's apt_runtime; apt_test is for the test suite only
     assert {"libportaudio2", "libopus0", "libsndfile1", "espeak-ng"} <= set(runtime)
     final_pkgs = _apt_installed(_final_stage(dockerfile))
     missing = [p for p in runtime if p not in final_pkgs]
