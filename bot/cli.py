@@ -136,7 +136,8 @@ def run(
     set_: SetOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run the bot. With --input, answer an audio file and write the reply to --output."""
+    """Run the bot: talk through the microphone and speaker (Ctrl-C ends), or with --input answer an audio
+    file and write the reply to --output on the same timeline."""
     _setup_logging(verbose)
     from bot.persona import load_persona
 
