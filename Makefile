@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.voicebot-installed
 
-.PHONY: setup run demo test bench clean
+.PHONY: setup run demo talk test bench clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,14 @@ run: setup
 	$(VENV)/bin/voicebot demo $(ARGS)
 
 demo: run
+
+# Talk to the bot through your microphone and speaker (Ctrl-C ends).
+talk: setup
+	$(VENV)/bin/voicebot run $(ARGS)
+
+# Voice-to-voice latency by stage on the embedded models (prints a table).
+bench: setup
+	$(VENV)/bin/python benchmarks/latency.py $(ARGS)
 
 test: setup
 	$(VENV)/bin/python -m pytest $(ARGS)
