@@ -19,27 +19,27 @@ def run(settings, question, reply):
 
 
 def test_blocked_sentence_is_never_spoken_and_refusal_is(make_speech, settings_factory, transcriber, tmp_path):
-    script = ["Paris is the capital of France. You are a stupid worthless idiot. Goodbye my friend."]
+    script = ["The capital of France is Paris. You are a stupid worthless idiot. Goodbye my friend."]
     q = make_speech([(0.4, "What is the capital of France?")])
     s = settings_factory(**{"llm.provider": "scripted", "llm.script": script})
     result = run(s, q, tmp_path / "reply.wav")
 
     turn = result.turns[0]
     assert turn.refused
-    assert turn.generated == ["Paris is the capital of France.", "You are a stupid worthless idiot.",
+    assert turn.generated == ["The capital of France is Paris.", "You are a stupid worthless idiot.",
                               "Goodbye my friend."]
     assert [v["allowed"] for v in turn.output_verdicts] == [True, False]  # the rest was dropped unchecked
-    assert turn.spoken_text == f"Paris is the capital of France. {REFUSAL}"
+    assert turn.spoken_text == f"The capital of France is Paris. {REFUSAL}"
 
     heard = transcriber(tmp_path / "reply.wav")
     heard_words = set(words(heard))
     assert not {"stupid", "worthless", "idiot", "goodbye"} & heard_words, heard
-    assert word_recall("Paris is the capital of France", heard) >= 0.8, heard
+    assert word_recall("The capital of France is Paris", heard) >= 0.8, heard
     assert word_recall(REFUSAL, heard) >= 0.7, heard
 
     # The LLM context holds what was spoken, not what was generated.
     said = [m["content"] for m in result.context_messages if m["role"] == "assistant"]
-    assert said == [f"Paris is the capital of France. {REFUSAL}"]
+    assert said == [f"The capital of France is Paris. {REFUSAL}"]
 
     # The audit log has every verdict, verifiable.
     assert verify(result.audit_dir).ok
