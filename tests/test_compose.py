@@ -266,6 +266,63 @@ def test_schema_walk_rejects_unknown_keys():
         assert schema_env_key_error(good) is None, schema_env_key_error(good)
 
 
+# --- (2b) profile "gpu": an audio LLM on vLLM and the audio-llm bot (docs/audio-llm.md) ---------------
+
+DEFAULT_AUDIO_LLM_MODEL = "fixie-ai/ultravox-v0_5-llama-3_2-1b"
+
+
+def test_gpu_profile_serves_an_audio_llm_with_vllm(compose_config):
+    services = compose_config["services"]
+    vllm, bot = services["vllm"], services["bot-audio"]
+    assert vllm["profiles"] == ["gpu"] and bot["profiles"] == ["gpu"]
+    for name, service in services.items():  # a plain `docker-compose up` starts no GPU service
+        if name not in ("vllm", "bot-audio"):
+            assert "profiles" not in service, name
+
+    # vLLM's official image plus its `audio` extra, at the same version.
+    dockerfile = Path(vllm["build"]["context"]) / vllm["build"]["dockerfile"]
+    steps = _instructions(dockerfile.read_text())
+    version = vllm["build"]["args"]["VLLM_VERSION"]
+    assert ("FROM", "vllm/vllm-openai:v${VLLM_VERSION}") in steps
+    assert any(word == "RUN" and '"vllm[audio]==${VLLM_VERSION}"' in args for word, args in steps)
+    assert vllm["image"].endswith(f":{version}")
+
+    command = vllm["command"]
+    assert command[command.index("--model") + 1] == DEFAULT_AUDIO_LLM_MODEL
+    devices = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+    assert any(str(v).startswith("hf-cache:/root/.cache/huggingface") for v in vllm["volumes"])
+    assert "hf-cache" in compose_config["volumes"]
+    assert vllm["ports"] and all(str(p).startswith("127.0.0.1:") for p in vllm["ports"])  # no API key: local only
+    assert "localhost:8000/health" in " ".join(vllm["healthcheck"]["test"])
+
+    assert bot["depends_on"] == {"vllm": {"condition": "service_healthy"}}
+    assert Path(bot["build"]["context"]) == REPO
+    mounts = {v.split(":")[1] for v in map(str, bot["volumes"])}
+    assert {"/data/audits", "/io"} <= mounts
+
+
+def test_bot_audio_env_is_valid_voicebot_config(compose_config, clean_env):
+    services = compose_config["services"]
+    env = {k: v for k, v in _env_of(services["bot-audio"]).items() if k.upper().startswith(PREFIX)}
+    problems = [err for err in map(schema_env_key_error, env) if err]
+    assert not problems, "\n".join(problems)
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    settings = load_settings()
+
+    assert settings.mode == "audio-llm"
+    assert settings.audio_llm.base_url == "http://vllm:8000/v1"
+    command = services["vllm"]["command"]
+    assert settings.audio_llm.model == command[command.index("--model") + 1]  # the name vLLM serves it under
+    assert settings.audio_llm.transcribe_for_audit and settings.moderation.input.enabled
+    assert settings.audit.dir == "/data/audits"
+    for key, value in env.items():
+        actual = _get(settings, key)
+        if isinstance(actual, str):
+            assert actual == value, f"{key}={value!r} landed as {actual!r}"
+
+
 # --- (3) Dockerfile -------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
