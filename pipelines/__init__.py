@@ -11,10 +11,14 @@ from collections.abc import Callable
 
 from bot.errors import VoicebotError
 from pipelines.base import BuildContext, BuiltPipeline
+from pipelines.audio_llm import build_audio_llm
 from pipelines.cascade import build_cascade
+from pipelines.realtime import build_realtime
 
 BUILDERS: dict[str, Callable[[BuildContext], BuiltPipeline]] = {
     "pipeline": build_cascade,
+    "audio-llm": build_audio_llm,
+    "realtime": build_realtime,
 }
 
 
