@@ -39,7 +39,9 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
                                                    "(default: $VOICEBOT_CONFIG).")]
 PersonaOpt = Annotated[Optional[str], typer.Option("--persona", "-p", help="Persona name (see `voicebot personas "
                                                    "list`) or path to a YAML file.")]
-ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="How the bot hears and speaks: pipeline.")]
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="How the bot hears and speaks: pipeline (STT -> LLM "
+                                                 "-> TTS), audio-llm (audio-in LLM -> TTS) or realtime "
+                                                 "(speech-to-speech).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set llm.provider=openai "
                                                      "(repeatable; value parsed as JSON when it can be).")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show pipecat's debug log.")]
@@ -102,7 +104,10 @@ def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int
     from bot.session import run_file
 
     preflight(settings)
-    typer.echo(f"voicebot: mode={settings.mode} persona={persona_obj.name} llm={settings.llm.provider}")
+    engine = {"pipeline": f"llm={settings.llm.provider}",
+              "audio-llm": f"audio-llm={settings.audio_llm.model or '?'}",
+              "realtime": f"realtime={settings.realtime.model} holdback={settings.realtime.holdback}"}
+    typer.echo(f"voicebot: mode={settings.mode} persona={persona_obj.name} {engine.get(settings.mode, '')}")
 
     def attach(session) -> None:
         session.tracker.turn_listeners.append(print_turn)

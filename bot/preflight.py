@@ -12,8 +12,8 @@ from bot.services.llm import resolve_api_key
 def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
     """For ``llm.provider = "openai"``: the server answers and accepts the key."""
     cfg = settings.llm
-    if cfg.provider != "openai":
-        return
+    if settings.mode != "pipeline" or cfg.provider != "openai":
+        return  # the [llm] section is only used by the cascade; other modes check their own server
     key = resolve_api_key(cfg)
     client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=timeout, max_retries=0)
     where = str(client.base_url).rstrip("/")
