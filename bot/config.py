@@ -79,6 +79,8 @@ class VADConfig(_Section):
                                        "smart-turn: pipecat's Smart-Turn v3 model judges if the user is done.")
     turn_timeout_secs: float = Field(default=0.3, ge=0.0, description="silence: extra wait after the VAD stop "
                                                                      "in which the user may go on talking.")
+    turn_max_secs: float = Field(default=1.0, ge=0.2, le=10.0, description="smart-turn: when the model thinks the "
+                                 "user is not done, the turn still ends after this much silence.")
 
 
 class TransportConfig(_Section):

@@ -34,9 +34,11 @@ def make_vad(cfg: VADConfig) -> VADProcessor:
 
 def make_turn_strategies(cfg: VADConfig) -> UserTurnStrategies:
     if cfg.turn == "smart-turn":
+        from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
-        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=LocalSmartTurnAnalyzerV3())]
+        analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=cfg.turn_max_secs))
+        stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs)]
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
