@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +28,7 @@ from loguru import logger
 
 from bot.config import RealtimeConfig
 from bot.errors import VoicebotError
+from bot.services.keys import api_key_from_env
 from bot.persona import Persona
 
 RATE = 24000
@@ -46,14 +46,10 @@ class RealtimeRejected(VoicebotError):
 
 
 def resolve_realtime_key(cfg: RealtimeConfig) -> str:
-    """The key, read from the env var the config names (never stored). A local server needs none."""
-    api_key = os.environ.get(cfg.api_key_env, "")
-    if api_key:
-        return api_key
-    if cfg.base_url is None:
-        raise VoicebotError(f"mode is 'realtime' but ${cfg.api_key_env} is not set: export your OpenAI API key in "
-                            "that variable, or set realtime.base_url to a compatible server")
-    return "not-needed"
+    """The key (see :func:`bot.services.keys.api_key_from_env`). A local server needs none."""
+    return api_key_from_env(cfg.api_key_env, cfg.base_url, missing=(
+        f"mode is 'realtime' but ${cfg.api_key_env} is not set: export your OpenAI API key in that variable, "
+        "or set realtime.base_url to a compatible server"))
 
 
 def endpoints(base_url: str | None) -> tuple[str | None, str | None, str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 from typing import Any
 
 import openai
@@ -40,6 +39,7 @@ from pipecat.services.openai.llm import OpenAILLMService
 
 from bot.config import AudioLLMConfig
 from bot.errors import VoicebotError
+from bot.services.keys import api_key_from_env
 from bot.frames import InputRefusedFrame
 from bot.persona import Persona
 from bot.processors.turn_audio import BYTES_PER_SAMPLE, HeardSpeech, Segment
@@ -52,15 +52,11 @@ NO_USER_TURN = "(Nothing from the user here that you may hear.)"
 
 
 def resolve_api_key(cfg: AudioLLMConfig) -> str:
-    """The key, read from the env var the config names (never stored); local servers need none."""
-    key = os.environ.get(cfg.api_key_env, "")
-    if key:
-        return key
-    if cfg.base_url is None:
-        raise VoicebotError(f"mode is 'audio-llm' on OpenAI (audio_llm.base_url is empty) but ${cfg.api_key_env} "
-                            "is not set: export your API key in that variable, or set audio_llm.base_url to a "
-                            "local server (vLLM, llama.cpp, Ollama)")
-    return "not-needed"  # vLLM, llama.cpp and Ollama accept any key unless started with one
+    """The key (see :func:`bot.services.keys.api_key_from_env`)."""
+    return api_key_from_env(cfg.api_key_env, cfg.base_url, missing=(
+        f"mode is 'audio-llm' on OpenAI (audio_llm.base_url is empty) but ${cfg.api_key_env} is not set: "
+        "export your API key in that variable, or set audio_llm.base_url to a local server (vLLM, llama.cpp, "
+        "Ollama)"))
 
 
 def server_url(cfg: AudioLLMConfig) -> str:

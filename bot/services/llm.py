@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from bot.config import LLMConfig
 from bot.errors import VoicebotError
 from bot.persona import Persona
 from bot.services import models
+from bot.services.keys import api_key_from_env
 from bot.services.local_chat import LlamaChatClient, ScriptedChatClient
 
 
@@ -48,14 +48,10 @@ def _settings(cfg: LLMConfig, persona: Persona, model: str) -> OpenAILLMService.
 
 
 def resolve_api_key(cfg: LLMConfig) -> str:
-    """The key for an OpenAI-compatible server, read from the env var the config names (never stored)."""
-    api_key = os.environ.get(cfg.api_key_env, "")
-    if api_key:
-        return api_key
-    if cfg.base_url is None:
-        raise VoicebotError(f"llm.provider is 'openai' but ${cfg.api_key_env} is not set: export your API key "
-                            "in that variable, or set llm.base_url to a local server (e.g. Ollama)")
-    return "not-needed"  # local servers (Ollama, llama.cpp, vLLM) accept any key
+    """The key for an OpenAI-compatible server (see :func:`bot.services.keys.api_key_from_env`)."""
+    return api_key_from_env(cfg.api_key_env, cfg.base_url, missing=(
+        f"llm.provider is 'openai' but ${cfg.api_key_env} is not set: export your API key in that variable, "
+        "or set llm.base_url to a local server (e.g. Ollama)"))
 
 
 def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
