@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import typing
 from types import SimpleNamespace
 from unittest.mock import AsyncMock
 
 import pytest
 
 from bot.audit import read_session, verify
+from bot.config import Mode
 from bot.discord.app import DiscordApp, insert_after_stt, make_client, run_bot
 from bot.discord.policy import ReplyGate
 from bot.errors import VoicebotError
@@ -170,7 +172,7 @@ def test_slash_commands_are_registered_with_pycord(settings_factory):
     assert all(c.guild_ids == [123] for c in commands.values()), "guild-scoped: available at once"
     persona = commands["persona"].options[0]
     assert persona.name == "name" and {c.name for c in persona.choices} >= {"default", "pirate"}
-    assert [c.name for c in commands["mode"].options[0].choices] == ["pipeline"]
+    assert [c.name for c in commands["mode"].options[0].choices] == list(typing.get_args(Mode))
     assert bot.intents.voice_states and bot.intents.guilds
     assert not bot.intents.message_content and not bot.intents.members, "no privileged intents"
 
