@@ -75,7 +75,7 @@ class VADConfig(_Section):
     stop_secs: float = Field(default=0.2, ge=0.05, description="Silence before the VAD says speech stopped.")
     min_volume: float = Field(default=0.6, ge=0.0, le=1.0)
     turn: Literal["silence", "smart-turn"] = Field(
-        default="smart-turn", description="silence: the turn ends after turn_timeout_secs of silence; "
+        default="silence", description="silence: the turn ends after turn_timeout_secs of silence; "
                                        "smart-turn: pipecat's Smart-Turn v3 model judges if the user is done.")
     turn_timeout_secs: float = Field(default=0.3, ge=0.0, description="silence: extra wait after the VAD stop "
                                                                      "in which the user may go on talking.")
