@@ -405,6 +405,10 @@ def test_half_duplex_ignores_the_echo_and_listens_again_after(card, bots, piper,
     bot.wait_for(r"^listening", timeout=120)
     sc.say(*speech(piper, "Tell me a story."))
     bot.wait_for(r"^\[turn 1\] bot:", timeout=60)
+    # Half-duplex keeps the mic muted for echo_tail_secs after the bot stops, plus the device's output
+    # latency (docs/microphone.md): a user who starts inside that window loses their first word, so the
+    # user here takes a breath first, as people do.
+    time.sleep(0.8)
     q2 = sc.say(*speech(piper, "What time is it now?"))
     bot.wait_for(r"^\[turn 2\] bot:", timeout=60)
     rc = bot.interrupt()
