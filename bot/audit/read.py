@@ -87,6 +87,30 @@ def num(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def ms_text(value: float) -> str:
+    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+
+
+def verdict_summary(v: dict[str, Any], plain: Any) -> tuple[str, list[str]]:
+    """A verdict as ("allowed" | "BLOCKED" | "unknown", ["action=...", "categories=...", ...]), for ``show``
+    and the HTML report; ``plain`` renders a non-list ``categories`` value."""
+    allowed = v.get("allowed")
+    head = "allowed" if allowed is True else "BLOCKED" if allowed is False else "unknown"
+    parts = []
+    if v.get("action") and (allowed is False or v.get("action") != "allow"):
+        parts.append(f"action={v['action']}")
+    cats = v.get("categories")
+    if cats:
+        parts.append("categories=" + (",".join(map(str, cats)) if isinstance(cats, list) else plain(cats)))
+    if v.get("reason"):
+        parts.append(f"reason={json.dumps(str(v['reason']), ensure_ascii=False)}")
+    if v.get("backend"):
+        parts.append(f"backend={v['backend']}")
+    if num(v.get("latency_ms")) is not None:
+        parts.append(ms_text(float(v["latency_ms"])))
+    return head, parts
+
+
 @dataclass
 class TurnView:
     """One turn as a reviewer sees it, whether or not its ``turn`` summary was written.

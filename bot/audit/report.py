@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.audit.chain import sha256_bytes
-from bot.audit.read import STAGED, Session, TurnView, blocked, num, read_session
+from bot.audit.read import STAGED, Session, TurnView, blocked, ms_text, num, read_session, verdict_summary
 from bot.audit.verify import VerifyResult, verify
 
 LATENCY_BARS = (("stt_ms", "STT"), ("moderation_input_ms", "input moderation"), ("llm_ttft_ms", "LLM first token"),
@@ -468,26 +468,12 @@ def _said(text: Any, what: str) -> str:
     return f'<q class="said">{_e(text)}</q>'
 
 
-def _ms(value: float) -> str:
-    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+_ms = ms_text
 
 
 def _verdict(v: Any) -> str:
     if not isinstance(v, dict):
         return '<span class="muted">not checked</span>'
-    allowed = v.get("allowed")
-    head = "allowed" if allowed is True else "BLOCKED" if allowed is False else "unknown"
-    parts = []
-    if v.get("action") and (allowed is False or v.get("action") != "allow"):
-        parts.append(f"action={v['action']}")
-    cats = v.get("categories")
-    if cats:
-        parts.append("categories=" + (",".join(map(str, cats)) if isinstance(cats, list) else _plain(cats)))
-    if v.get("reason"):
-        parts.append(f"reason={json.dumps(str(v['reason']), ensure_ascii=False)}")
-    if v.get("backend"):
-        parts.append(f"backend={v['backend']}")
-    if num(v.get("latency_ms")) is not None:
-        parts.append(_ms(float(v["latency_ms"])))
-    cls = "verdict blocked" if allowed is False else "verdict"
+    head, parts = verdict_summary(v, _plain)
+    cls = "verdict blocked" if v.get("allowed") is False else "verdict"
     return f'<span class="{cls}">{_e(head)}</span>' + (f" ({_e(', '.join(parts))})" if parts else "")

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bot.audit.read import STAGED, Session, Turn, blocked, num, read_session, turn_view
+from bot.audit.read import (STAGED, Session, Turn, blocked, ms_text, num, read_session, turn_view,
+                            verdict_summary)
 from bot.audit.verify import verify
 
 LABEL = 11  # width of the field labels
@@ -165,8 +166,7 @@ def _ordered(mapping: dict[str, Any], first: tuple[str, ...]) -> list[str]:
     return [k for k in first if k in mapping] + [k for k in mapping if k not in first]
 
 
-def _ms(value: float) -> str:
-    return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
+_ms = ms_text
 
 
 def _field(label: str, text: str) -> str:
@@ -190,20 +190,7 @@ _blocked = blocked
 def _verdict(v: Any) -> str:
     if not isinstance(v, dict):
         return "not checked"
-    allowed = v.get("allowed")
-    head = "allowed" if allowed is True else "BLOCKED" if allowed is False else "unknown"
-    parts = []
-    if v.get("action") and (allowed is False or v.get("action") != "allow"):
-        parts.append(f"action={v['action']}")
-    cats = v.get("categories")
-    if cats:
-        parts.append("categories=" + (",".join(map(str, cats)) if isinstance(cats, list) else _short(cats)))
-    if v.get("reason"):
-        parts.append(f"reason={_quote(v['reason'])}")
-    if v.get("backend"):
-        parts.append(f"backend={v['backend']}")
-    if _num(v.get("latency_ms")) is not None:
-        parts.append(_ms(v["latency_ms"]))
+    head, parts = verdict_summary(v, _short)
     return head + (f" ({', '.join(parts)})" if parts else "")
 
 
