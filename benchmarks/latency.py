@@ -146,6 +146,7 @@ def main() -> None:
             row = {
                 "question": label,
                 "heard": turn.transcript if turn else "",
+                "first_piece": turn.generated[0] if turn and turn.generated else "",
                 "v2v_ms": None if sound is None else round((sound - end) * 1000, 1),
                 "vad_ms": None if not turn or turn.vad_stop is None else round((turn.vad_stop - end) * 1000, 1),
                 "stt_ms": t.get("stt_ms"),

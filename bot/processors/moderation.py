@@ -4,9 +4,10 @@
   user's finished turn; on a block with action ``refuse`` the turn is taken out of the LLM context,
   the LLM is not called, and the persona's refusal line is spoken instead.
 * :class:`OutputModerationGate` sits between the LLM and TTS. It cuts the streamed reply into
-  sentences and checks each before passing it to TTS, so sentence 1 is spoken while sentence 2 is
-  still being generated. A blocked sentence is never synthesized: it and the rest of that reply are
-  dropped and the refusal line is spoken instead. The assistant context aggregator after the output
+  pieces (sentences; the first may end at a clause break, see :mod:`bot.text_chunks`) and checks
+  each before passing it to TTS, so piece 1 is spoken while piece 2 is still being generated. A
+  blocked piece is never synthesized: it and the rest of that reply are dropped and the refusal
+  line is spoken instead. The assistant context aggregator after the output
   transport then records what was actually played.
 
 Both emit a :class:`~bot.frames.ModerationVerdictFrame` per decision. ``Moderator.check`` never raises
@@ -22,19 +23,15 @@ from pipecat.frames.frames import (
     AggregatedTextFrame,
     StartFrame,
     Frame,
-    InterruptionFrame,
     LLMContextFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
     TTSSpeakFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.text.base_text_aggregator import TextType
-from pipecat.utils.text.simple_text_aggregator import SimpleTextAggregator
 
 from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
 from bot.persona import Persona
+from bot.processors.reply_chunks import ReplyChunks
 from moderation import Moderator, StageConfig, Verdict
 
 
@@ -101,22 +98,32 @@ class InputModerationGate(_Gate):
         await self.push_frame(TTSSpeakFrame(self._persona.refusal))
 
 
-class OutputModerationGate(_Gate):
-    def __init__(self, moderator: Moderator, stage: StageConfig, persona: Persona, **kwargs) -> None:
-        super().__init__(moderator, stage, persona, **kwargs)
-        self._aggregator = SimpleTextAggregator()
+class OutputModerationGate(ReplyChunks):
+    """Checks each piece of the reply (:class:`ReplyChunks` does the cutting) before TTS gets it."""
+
+    def __init__(self, moderator: Moderator, stage: StageConfig, persona: Persona, first_chunk: str = "clause",
+                 **kwargs) -> None:
+        super().__init__(first_chunk, **kwargs)
+        self._moderator = moderator
+        self._stage = stage
+        self._persona = persona
         self._index = 0
         self._blocked = False
 
-    async def _reset(self) -> None:
-        await self._aggregator.reset()
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, StartFrame):
+            await FrameProcessor.process_frame(self, frame, direction)
+            await self.push_frame(frame, direction)
+            await self._moderator.warmup()  # load the models while the user is still talking
+        else:
+            await super().process_frame(frame, direction)
+
+    async def reset(self) -> None:
+        await super().reset()
         self._index = 0
         self._blocked = False
 
-    async def _sentence(self, text: str) -> None:
-        text = text.strip()
-        if not text:
-            return
+    async def piece(self, text: str) -> None:
         index = self._index
         self._index += 1
         if self._blocked:
@@ -133,24 +140,3 @@ class OutputModerationGate(_Gate):
         await self.push_frame(BotSentenceFrame(index=index, text=text, fate="blocked",
                                                spoken_instead=self._persona.refusal))
         await self.push_frame(AggregatedTextFrame(self._persona.refusal, TextType.SENTENCE))
-
-    async def gate(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction != FrameDirection.DOWNSTREAM:
-            await self.push_frame(frame, direction)
-        elif isinstance(frame, LLMFullResponseStartFrame):
-            await self._reset()
-            await self.push_frame(frame, direction)
-        elif isinstance(frame, LLMTextFrame) and not frame.skip_tts:
-            async for aggregation in self._aggregator.aggregate(frame.text):
-                await self._sentence(aggregation.text)
-        elif isinstance(frame, LLMFullResponseEndFrame):
-            rest = await self._aggregator.flush()
-            if rest is not None:
-                await self._sentence(rest.text)
-            await self._reset()
-            await self.push_frame(frame, direction)
-        elif isinstance(frame, InterruptionFrame):
-            await self._reset()
-            await self.push_frame(frame, direction)
-        else:
-            await self.push_frame(frame, direction)
