@@ -25,6 +25,8 @@ from typing import Any
 from openai import NotGiven
 from openai.types.chat import ChatCompletionChunk
 
+from bot.cpu import SPEECH_FIRST
+
 
 def _given(value: Any, default: Any = None) -> Any:
     return default if value is None or isinstance(value, NotGiven) else value
@@ -130,6 +132,7 @@ class LlamaChatClient:
             for raw in self.llama.create_chat_completion(**llama_args):
                 if stop.is_set():
                     return
+                SPEECH_FIRST.wait_turn()  # the voice being synthesized comes first (bot/cpu.py)
                 raw.setdefault("model", model)
                 yield ChatCompletionChunk.model_validate(raw)
 

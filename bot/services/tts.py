@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
+from pipecat.frames.frames import Frame
 from pipecat.services.piper.tts import PiperTTSService
 
 from bot.config import TTSConfig
+from bot.cpu import SPEECH_FIRST
 from bot.persona import Persona
 from bot.services import models
+
+
+class VoicePiperTTSService(PiperTTSService):
+    """Piper, with the CPU first while it synthesizes (see :mod:`bot.cpu`)."""
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        with SPEECH_FIRST.speaking():
+            async for frame in super().run_tts(text, context_id):
+                yield frame
 
 
 def make_tts(cfg: TTSConfig, persona: Persona) -> tuple[PiperTTSService, str]:
     voice = cfg.voice or persona.voices.get("piper", "")
     folder, voice_id = models.resolve_piper_voice(voice, cfg.voice_dir)
-    service = PiperTTSService(settings=PiperTTSService.Settings(voice=voice_id), download_dir=folder)
+    service = VoicePiperTTSService(settings=PiperTTSService.Settings(voice=voice_id), download_dir=folder)
     return service, f"piper {voice_id} ({folder})"
