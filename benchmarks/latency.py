@@ -6,7 +6,9 @@ default the embedded ones) and prints a table of per-stage p50/p95 and voice-to-
 
 Voice-to-voice is measured on the audio itself: from the last voiced sample of the question (energy
 above -45 dBFS in 10 ms frames) to the first non-silent sample of reply.wav, which lies on the same
-timeline. Stage times come from the turn tracker (session timeline).
+timeline. Stage times come from the turn tracker (session timeline). "LLM answer out" is when the LLM's
+response starts to flow downstream: the request itself, or, when the answer was prepared during the
+end-of-turn wait (vad.speculate), the turn end that releases it.
 
     .venv/bin/python benchmarks/latency.py                 # 20 synthesized questions, embedded models
     .venv/bin/python benchmarks/latency.py -n 40 --wav-dir my_questions/ --set llm.provider=openai ...
@@ -165,15 +167,16 @@ def main() -> None:
     print()
     print(f"voicebot latency benchmark: {len(rows)} questions, mode={settings.mode}, llm={settings.llm.provider}, "
           f"stt window {settings.stt.window_secs}s, vad stop {settings.vad.stop_secs}s + turn "
-          f"{settings.vad.turn} {settings.vad.turn_timeout_secs}s")
+          f"{settings.vad.turn} {settings.vad.turn_timeout_secs}s, speculate {settings.vad.speculate}, "
+          f"first piece {settings.tts.first_chunk}")
     print(f"{'stage':<40} {'p50 ms':>8} {'p95 ms':>8} {'n':>4}")
     stages = [
         ("VAD: last voiced sample -> VAD stop", "vad_ms"),
         ("STT: VAD stop -> transcript", "stt_ms"),
-        ("turn end: transcript -> LLM request", "turn_end_ms"),
-        ("LLM: request -> first token", "llm_ttft_ms"),
-        ("LLM: request -> first sentence checked", "first_sentence_ms"),
-        ("TTS: sentence -> first audio", "tts_ttfa_ms"),
+        ("turn end: transcript -> LLM answer out", "turn_end_ms"),
+        ("LLM: answer out -> first token", "llm_ttft_ms"),
+        ("LLM: answer out -> first piece checked", "first_sentence_ms"),
+        ("TTS: piece -> first audio", "tts_ttfa_ms"),
         ("voice-to-voice (audio to audio)", "v2v_ms"),
     ]
     for name, key in stages:

@@ -41,7 +41,7 @@ class STTConfig(_Section):
     compute_type: str = "int8"
     beam_size: int = Field(default=1, ge=1, le=10)
     cpu_threads: int = Field(default=0, ge=0, description="0 = let CTranslate2 decide.")
-    window_secs: int = Field(default=10, ge=5, le=30, description="Encoder window for one turn: shorter is "
+    window_secs: int = Field(default=5, ge=5, le=30, description="Encoder window for one turn: shorter is "
                                                               "faster; 30 is Whisper's own window.")
 
 
@@ -83,6 +83,9 @@ class VADConfig(_Section):
                                        "smart-turn: pipecat's Smart-Turn v3 model judges if the user is done.")
     turn_timeout_secs: float = Field(default=0.3, ge=0.0, description="silence: extra wait after the VAD stop "
                                                                      "in which the user may go on talking.")
+    speculate: bool = Field(default=True, description="silence (pipeline mode): start answering on the transcript "
+                            "during the turn_timeout_secs wait; the answer is held until the turn ends and dropped if "
+                            "the user goes on (bot/turn_speculation.py).")
     turn_max_secs: float = Field(default=1.0, ge=0.2, le=10.0, description="smart-turn: when the model thinks the "
                                  "user is not done, the turn still ends after this much silence.")
 

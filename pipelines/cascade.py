@@ -18,12 +18,13 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from bot.config import VADConfig
 from moderation.config import ModerationConfig
 from bot.persona import Persona
-from bot.processors.moderation import InputModerationGate, OutputModerationGate
+from bot.processors.moderation import InputModerationGate, OutputModerationGate, SpeculationHost
 from bot.processors.reply_chunks import ReplyChunks
 from bot.echo import make_echo_policy
 from bot.services.llm import make_llm
 from bot.services.stt import make_stt
 from bot.services.tts import make_tts
+from bot.turn_speculation import SpeculativeSilenceStop
 from pipelines.base import BuildContext, BuiltPipeline
 
 
@@ -33,20 +34,25 @@ def make_vad(cfg: VADConfig) -> VADProcessor:
     return VADProcessor(vad_analyzer=SileroVADAnalyzer(params=params))
 
 
-def make_turn_strategies(cfg: VADConfig) -> UserTurnStrategies:
+def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_approval: bool = False,
+                         ) -> UserTurnStrategies:
+    """How a user turn starts and ends. ``speculate`` (pipeline mode, silence end of turn): answer during
+    the end-of-turn wait (:mod:`bot.turn_speculation`); ``needs_approval``: input moderation approves it."""
     if cfg.turn == "smart-turn":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 
         analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=cfg.turn_max_secs))
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)]
+    elif speculate and cfg.speculate:
+        stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs)]
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
 
 
 def make_moderation_gates(cfg: ModerationConfig, persona: Persona, first_chunk: str = "clause",
-                          ) -> tuple[list, list, str]:
+                          speculation: SpeculationHost | None = None) -> tuple[list, list, str]:
     """(processors before the LLM, processors after it, description).
 
     A disabled input stage adds nothing; after the LLM there is always one processor that cuts the
@@ -56,7 +62,8 @@ def make_moderation_gates(cfg: ModerationConfig, persona: Persona, first_chunk: 
 
     before, after, desc = [], [], []
     if cfg.input.enabled:
-        before.append(InputModerationGate(build_moderator(cfg.input, cfg, name="input"), cfg.input, persona))
+        before.append(InputModerationGate(build_moderator(cfg.input, cfg, name="input"), cfg.input, persona,
+                                          speculation=speculation))
         desc.append(f"input: {'+'.join(cfg.input.backends) or 'none'} ({cfg.input.action})")
     if cfg.output.enabled:
         after.append(OutputModerationGate(build_moderator(cfg.output, cfg, name="output"), cfg.output, persona,
@@ -73,11 +80,13 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     llm = make_llm(s.llm, ctx.persona)
     tts, tts_desc = make_tts(s.tts, ctx.persona)
 
+    turns = make_turn_strategies(s.vad, speculate=True, needs_approval=s.moderation.input.enabled)
+    speculation = next((x for x in turns.stop if isinstance(x, SpeculativeSilenceStop)), None)
+    llm.service.speculation = speculation
     check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
-                                                                       s.tts.first_chunk)
+                                                                       s.tts.first_chunk, speculation)
     context = LLMContext()
-    aggregators = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(user_turn_strategies=make_turn_strategies(s.vad)))
+    aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(user_turn_strategies=turns))
     pipeline = Pipeline([
         ctx.transport.input(),
         make_echo_policy(s, ctx.transport),  # mutes or cleans the mic while the bot speaks (bot/echo.py)
@@ -93,4 +102,4 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     ])
     return BuiltPipeline(pipeline=pipeline, context=context,
                          models={"stt": stt_desc, "llm": f"{s.llm.provider}: {llm.model}", "tts": tts_desc,
-                                 "vad": f"silero, turn={s.vad.turn}", "moderation": moderation_desc})
+                                 "vad": f"silero, turn={s.vad.turn}{', speculative' if speculation else ''}", "moderation": moderation_desc})

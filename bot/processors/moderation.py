@@ -17,7 +17,7 @@ treats it the same way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from pipecat.frames.frames import (
     AggregatedTextFrame,
@@ -72,30 +72,75 @@ class _Gate(FrameProcessor):
         raise NotImplementedError
 
 
+class SpeculationHost(Protocol):
+    """The end-of-turn strategy that runs speculative answers (:mod:`bot.turn_speculation`)."""
+
+    def is_live(self, text: str) -> bool: ...
+
+    def approve(self, text: str) -> None: ...
+
+
+def _turn_text(messages: list[Any]) -> tuple[str, int]:
+    """The text of the user's turn (every user message after the last other one) and how many there are."""
+    tail = []
+    for message in reversed(messages):
+        if not (isinstance(message, dict) and message.get("role") == "user"):
+            break
+        tail.append(message)
+    return " ".join(_message_text(m) for m in reversed(tail)).strip(), len(tail)
+
+
 class InputModerationGate(_Gate):
+    """Checks the user's turn before the LLM sees it.
+
+    A speculative request (the turn has not ended yet, see :mod:`bot.turn_speculation`) goes on to the
+    LLM only if its text is allowed, and is then approved to the ``speculation`` host; a refused one is
+    dropped without a word, and the turn end sends the turn again the ordinary way, to be refused then.
+    """
+
+    def __init__(self, *args, speculation: SpeculationHost | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._speculation = speculation
+        self._last: tuple[str, Verdict] | None = None  # the last check, reused when the same turn comes again
+
+    async def _verdict(self, text: str) -> Verdict:
+        if self._last is not None and self._last[0] == text:
+            return self._last[1]
+        verdict = await _check(self._moderator, text, "user", self._persona)
+        self._last = (text, verdict)
+        return verdict
+
     async def gate(self, frame: Frame, direction: FrameDirection) -> None:
         if not (isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM):
             await self.push_frame(frame, direction)
             return
         messages = frame.context.get_messages()
-        tail = []  # the user messages of this turn (everything after the last non-user message)
-        for message in reversed(messages):
-            if not (isinstance(message, dict) and message.get("role") == "user"):
-                break
-            tail.append(message)
-        text = " ".join(_message_text(m) for m in reversed(tail)).strip()
+        text, n_tail = _turn_text(messages)
         if not text:
             await self.push_frame(frame, direction)
             return
-        verdict = await _check(self._moderator, text, "user", self._persona)
+        if frame.speculation:
+            await self._speculative(frame, text, _message_text(messages[-1]))
+            return
+        verdict = await self._verdict(text)
         await self.push_frame(ModerationVerdictFrame(stage="input", text=text, verdict=verdict.to_dict()))
         if verdict.allowed or self._stage.action != "refuse":
             await self.push_frame(frame, direction)
             return
         # Refused: the LLM never sees this turn, and the bot says the persona's refusal line.
-        frame.context.set_messages(messages[: len(messages) - len(tail)])
+        frame.context.set_messages(messages[: len(messages) - n_tail])
         await self.push_frame(InputRefusedFrame(text=text, refusal=self._persona.refusal))
         await self.push_frame(TTSSpeakFrame(self._persona.refusal))
+
+    async def _speculative(self, frame: LLMContextFrame, text: str, key: str) -> None:
+        verdict = await self._verdict(text)
+        host = self._speculation
+        if host is None or not host.is_live(key):
+            return  # withdrawn while it was being checked (or nobody to confirm it): drop it
+        if verdict.allowed or self._stage.action != "refuse":
+            host.approve(key)
+            await self.push_frame(ModerationVerdictFrame(stage="input", text=text, verdict=verdict.to_dict()))
+            await self.push_frame(frame, FrameDirection.DOWNSTREAM)
 
 
 class OutputModerationGate(ReplyChunks):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipecat.frames.frames import Frame, LLMContextFrame
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.openai.llm import OpenAILLMService
 
 from bot.config import LLMConfig
@@ -20,7 +22,29 @@ from bot.services.keys import api_key_from_env
 from bot.services.local_chat import LlamaChatClient, ScriptedChatClient
 
 
-class LocalLLMService(OpenAILLMService):
+class VoiceLLMService(OpenAILLMService):
+    """``OpenAILLMService`` that skips a speculative request withdrawn before it got here.
+
+    A speculative answer (:mod:`bot.turn_speculation`) is withdrawn with a system frame, which can pass
+    the request still queued in front of this service; pipecat's gate would then hold that orphan
+    answer and release it at the turn end next to the real one. Checked here, where requests are
+    taken in order, the withdrawn request is never run.
+    """
+
+    speculation = None
+    """The end-of-turn strategy running speculations (set by the cascade builder), or None."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, LLMContextFrame) and frame.speculation and self.speculation is not None:
+            messages = frame.context.get_messages()
+            last = messages[-1] if messages else None
+            text = last.get("content") if isinstance(last, dict) else None
+            if not (isinstance(text, str) and self.speculation.is_live(text)):
+                return
+        await super().process_frame(frame, direction)
+
+
+class LocalLLMService(VoiceLLMService):
     """``OpenAILLMService`` over an in-process client (see :mod:`bot.services.local_chat`)."""
 
     def __init__(self, client, **kwargs) -> None:
@@ -80,5 +104,5 @@ def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
         raise VoicebotError("llm.provider is 'openai' but llm.model is empty: set the model name the server "
                             "serves, e.g. llm.model = \"gpt-4.1-mini\" or \"llama3.2\" for Ollama")
     api_key = resolve_api_key(cfg)
-    service = OpenAILLMService(api_key=api_key, base_url=cfg.base_url, settings=_settings(cfg, persona, cfg.model))
+    service = VoiceLLMService(api_key=api_key, base_url=cfg.base_url, settings=_settings(cfg, persona, cfg.model))
     return LLMChoice(service, cfg.model)

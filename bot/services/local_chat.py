@@ -140,7 +140,10 @@ class LlamaChatClient:
 
 
 class ScriptedChatClient:
-    """Replies with ``script[0]``, then ``script[1]``, ... one per request; wraps around at the end.
+    """Replies with ``script[0]``, then ``script[1]``, ... one per user turn; wraps around at the end.
+
+    A request asked again at the same point of the conversation (a speculative answer that was withdrawn
+    because the user went on, see :mod:`bot.turn_speculation`) gets the same reply as before.
 
     Text is streamed a word at a time so that downstream sentence splitting and moderation see the
     same shape of input as from a real model.
@@ -153,11 +156,18 @@ class ScriptedChatClient:
             raise ValueError("scripted LLM needs at least one reply in llm.script")
         self.script = list(script)
         self.calls: list[list[dict[str, Any]]] = []
+        self._turn = -1
+        self._position: int | None = None
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
 
     async def _create(self, *, messages: list[dict[str, Any]], **_: Any) -> AsyncIterator[ChatCompletionChunk]:
         self.calls.append([dict(m) for m in messages])
-        reply = self.script[(len(self.calls) - 1) % len(self.script)]
+        position = len(messages)  # messages before this turn's user message(s)
+        while position and isinstance(messages[position - 1], dict) and messages[position - 1].get("role") == "user":
+            position -= 1
+        if position != self._position:
+            self._turn, self._position = self._turn + 1, position
+        reply = self.script[self._turn % len(self.script)]
         chunk_id = f"scripted-{uuid.uuid4().hex[:8]}"
 
         async def stream() -> AsyncIterator[ChatCompletionChunk]:

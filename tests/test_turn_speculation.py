@@ -1,0 +1,119 @@
+"""The speculative end of turn (bot/turn_speculation.py), driven with the frames pipecat gives it.
+
+These run the real strategy on pipecat's task manager and record the events it raises to the user
+aggregator; the file-transport tests further down run it in the whole cascade.
+"""
+
+import asyncio
+
+import numpy as np
+
+from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.processors.frame_processor import FrameProcessorSetup
+from pipecat.utils.asyncio.task_manager import TaskManager
+
+from bot.persona import load_persona
+from bot.session import run_file
+from bot.turn_speculation import SpeculativeSilenceStop
+from conftest import words
+
+WAIT = 0.15
+
+
+def drive(steps, *, needs_approval=False, approve=None):
+    """Run ``steps`` (frames, or ("sleep", secs)) through a strategy; return the events it raised."""
+
+    async def go():
+        strategy = SpeculativeSilenceStop(user_speech_timeout=WAIT, needs_approval=needs_approval)
+        await strategy.setup(FrameProcessorSetup(clock=None, pipeline_worker=None,
+                                                 task_manager=TaskManager(loop=asyncio.get_running_loop())))
+        events = []
+
+        @strategy.event_handler("on_user_turn_inference_triggered")
+        async def _inference(_, speculation):
+            events.append(("infer", speculation.text if speculation else None))
+            if speculation and approve is not None and approve(speculation.text):
+                strategy.approve(speculation.text)
+
+        @strategy.event_handler("on_user_turn_speculation_cancelled")
+        async def _cancelled(_):
+            events.append(("withdrawn",))
+
+        @strategy.event_handler("on_user_turn_stopped")
+        async def _stopped(_, params):
+            events.append(("turn end", params.confirms_speculation))
+            await strategy.handle_user_turn_stopped()
+
+        await strategy.handle_user_turn_started()
+        for step in steps:
+            if isinstance(step, tuple):
+                await asyncio.sleep(step[1])
+            else:
+                await strategy.process_frame(step)
+        await asyncio.sleep(WAIT * 2)
+        await strategy.cleanup()
+        return events
+
+    return asyncio.run(go())
+
+
+def said(text):
+    return TranscriptionFrame(text, "user", "", finalized=True)
+
+
+SPOKE = VADUserStartedSpeakingFrame()
+PAUSED = VADUserStoppedSpeakingFrame(stop_secs=0.2)
+
+
+def test_the_answer_starts_on_the_transcript_and_the_turn_end_keeps_it():
+    events = drive([SPOKE, PAUSED, said("What is the capital of France?")])
+    assert events == [("infer", "What is the capital of France?"), ("turn end", True)]
+
+
+def test_the_user_going_on_withdraws_it_and_the_whole_turn_is_answered():
+    events = drive([SPOKE, PAUSED, said("Hello there."), ("sleep", WAIT / 3), SPOKE, PAUSED, said("Who are you?")])
+    assert events == [("infer", "Hello there."), ("withdrawn",), ("infer", "Hello there. Who are you?"),
+                      ("turn end", True)]
+
+
+def test_a_transcript_after_the_wait_is_answered_the_ordinary_way():
+    events = drive([SPOKE, PAUSED, ("sleep", WAIT * 2), said("Late words.")])
+    assert events == [("infer", None), ("turn end", False)]
+
+
+def test_with_input_moderation_only_an_approved_text_is_kept():
+    events = drive([SPOKE, PAUSED, said("You are an idiot.")], needs_approval=True, approve=lambda text: False)
+    assert events == [("infer", "You are an idiot."), ("withdrawn",), ("infer", None), ("turn end", False)]
+    events = drive([SPOKE, PAUSED, said("Hello.")], needs_approval=True, approve=lambda text: True)
+    assert events == [("infer", "Hello."), ("turn end", True)]
+
+
+def test_in_the_cascade_a_pause_mid_question_gives_one_answer_to_the_whole_question(
+        make_speech, piper, settings_factory, transcriber, tmp_path, monkeypatch):
+    # The pause (0.55 s) is longer than the VAD stop (0.2 s) plus the time to transcribe "Hello there.",
+    # so an answer to it is started, but the user goes on before the end-of-turn wait (0.2 + 0.8 s here,
+    # to leave room for a slow CPU) is over: that answer must be withdrawn unheard.
+    withdrawn = []
+    real = SpeculativeSilenceStop.trigger_user_turn_speculation_cancelled
+
+    async def counted(self):
+        withdrawn.append(self._speculation.text if self._speculation else None)
+        await real(self)
+
+    monkeypatch.setattr(SpeculativeSilenceStop, "trigger_user_turn_speculation_cancelled", counted)
+    audio, rate = piper("Hello there.")
+    voiced = np.flatnonzero(np.abs(audio) > 0.01)
+    resume = 0.4 + (voiced[-1] + 1) / rate + 0.55
+    q = make_speech([(0.4, "Hello there."), (resume, "What is the capital of France?")], total_secs=8.0)
+    s = settings_factory(**{"llm.provider": "scripted", "vad.turn_timeout_secs": 0.8,
+                            "llm.script": ["Paris is the capital of France.", "This is a second reply."]})
+    result = asyncio.run(run_file(s, load_persona("default"), q, tmp_path / "reply.wav"))
+
+    users = [m["content"] for m in result.context_messages if m["role"] == "user"]
+    assistants = [m["content"] for m in result.context_messages if m["role"] == "assistant"]
+    said = " ".join(users)  # pipecat writes each transcribed segment of the turn as its own message
+    assert "Hello" in said and "France" in said, users
+    assert withdrawn, "no answer was started during the pause: the test did not exercise a withdrawal"
+    assert assistants == ["Paris is the capital of France."], assistants  # one answer, to the whole turn
+    heard = set(words(transcriber(tmp_path / "reply.wav")))
+    assert {"capital", "france"} <= heard and "second" not in heard, heard
