@@ -37,8 +37,9 @@ class VoiceWhisperSTTService(WhisperSTTService):
 
     pipecat calls faster-whisper's general ``transcribe`` (30 s window, temperature fallback, beam 5).
     A voice turn is one short utterance, so this service encodes it in a shorter window
-    (``stt.window_secs``, 10 s by default: the encoder's cost grows with the window, and Whisper pads
-    every input to 30 s otherwise) and decodes greedily without timestamps. If the short window makes
+    (``stt.window_secs``, 5 s by default; a longer turn gets a window of its own length): the
+    encoder's cost grows with the window, and Whisper pads every input to 30 s otherwise. It decodes
+    greedily without timestamps. If the short window makes
     the model loop (compression ratio above Whisper's 2.4), the turn is decoded again in the full 30 s
     window. ``benchmarks/latency.py`` measures both.
     """
