@@ -18,8 +18,17 @@ through.
 from __future__ import annotations
 
 from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStartedSpeakingFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+
+
+def speculated_text(context: LLMContext) -> str:
+    """The turn text a speculative request answers: pipecat's aggregator appends it to a provisional
+    copy of the context as the last message. It is what :meth:`SpeculativeSilenceStop.is_live` takes."""
+    messages = context.get_messages()
+    content = messages[-1].get("content") if messages and isinstance(messages[-1], dict) else None
+    return content if isinstance(content, str) else ""
 
 
 class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
@@ -37,8 +46,6 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._approved: str | None = None
         self._kept: str | None = None
         self._segments: list[str] = []
-        self.kept = 0
-        """Turns answered by a kept speculation (for tests and the benchmark)."""
 
     # Called by the input moderation gate, on the same event loop.
     def is_live(self, text: str) -> bool:
@@ -56,10 +63,10 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._segments.append(frame.text.strip())
         result = await super().process_frame(frame)
-        if isinstance(frame, TranscriptionFrame) and self._text.strip() and self._vad_stopped \
+        if isinstance(frame, TranscriptionFrame) and self._segments and self._vad_stopped \
                 and not self._vad_user_speaking:
             # Still waiting for the turn to end (it would have ended inside super() otherwise, and
-            # cleared the text): answer this transcript now, held until the turn ends.
+            # cleared the segments): answer this transcript now, held until the turn ends.
             await self._withdraw()
             self._speculation = UserTurnSpeculation(text=self._turn_text)
             await self.trigger_user_turn_inference_triggered(speculation=self._speculation)
@@ -70,7 +77,6 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         approved, self._approved = self._approved, None
         if speculation is not None:
             if speculation.text == self._turn_text and (approved == speculation.text or not self._needs_approval):
-                self.kept += 1
                 self._kept = speculation.text
                 await self.trigger_user_turn_finalized(enable_user_speaking_frames=enable_user_speaking_frames,
                                                        confirms_speculation=True)

@@ -32,6 +32,7 @@ from pipecat.utils.text.base_text_aggregator import TextType
 from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
 from bot.persona import Persona
 from bot.processors.reply_chunks import ReplyChunks
+from bot.turn_speculation import speculated_text
 from moderation import Moderator, StageConfig, Verdict
 
 
@@ -120,7 +121,7 @@ class InputModerationGate(_Gate):
             await self.push_frame(frame, direction)
             return
         if frame.speculation:
-            await self._speculative(frame, text, _message_text(messages[-1]))
+            await self._speculative(frame, text, speculated_text(frame.context))
             return
         verdict = await self._verdict(text)
         await self.push_frame(ModerationVerdictFrame(stage="input", text=text, verdict=verdict.to_dict()))

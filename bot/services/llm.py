@@ -20,6 +20,7 @@ from bot.persona import Persona
 from bot.services import models
 from bot.services.keys import api_key_from_env
 from bot.services.local_chat import LlamaChatClient, ScriptedChatClient
+from bot.turn_speculation import speculated_text
 
 
 class VoiceLLMService(OpenAILLMService):
@@ -35,12 +36,9 @@ class VoiceLLMService(OpenAILLMService):
     """The end-of-turn strategy running speculations (set by the cascade builder), or None."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, LLMContextFrame) and frame.speculation and self.speculation is not None:
-            messages = frame.context.get_messages()
-            last = messages[-1] if messages else None
-            text = last.get("content") if isinstance(last, dict) else None
-            if not (isinstance(text, str) and self.speculation.is_live(text)):
-                return
+        if isinstance(frame, LLMContextFrame) and frame.speculation and self.speculation is not None \
+                and not self.speculation.is_live(speculated_text(frame.context)):
+            return
         await super().process_frame(frame, direction)
 
 
