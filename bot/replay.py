@@ -18,7 +18,6 @@ latencies); it only reads logs, so it can be rerun later on any original/replay 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -175,6 +174,8 @@ def _make_transport(segments: list[Segment], *, in_rate: int, out_rate: int, max
             self.turns_done = 0
             self._turns_at_end = 0
             self._ended_at = 0.0
+            self._seg, self._pos = -1, 0  # the segment being fed and the position in it
+            self._buf: np.ndarray | None = None
 
         def note_turn(self, _turn: Any) -> None:
             self.turns_done += 1
@@ -210,42 +211,29 @@ def _make_transport(segments: list[Segment], *, in_rate: int, out_rate: int, max
                 return False
             return self.turns_done > self._turns_at_end or since >= NO_TURN_SECS
 
-        async def _feed(self) -> None:
-            rate = self.sample_rate
-            block = int(rate * BLOCK_SECS)
-            silence = bytes(block * 2)
-            self._clock.start()
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            i, seg, pos = 0, -1, 0
-            buf: np.ndarray | None = None
-            while True:
-                now = i * BLOCK_SECS
-                if buf is None and not self.input_done.is_set() and self._ready(seg + 1, now):
-                    seg += 1
-                    if seg == len(segments):  # the last answer is in: the input ends here
-                        self.input_secs = now
-                        self.input_done.set()
-                    else:
-                        buf, pos = segments[seg].samples, 0
-                        self.segment_starts.append(now)
-                        if self.on_segment is not None:
-                            self.on_segment(seg, now)
-                if buf is not None:
-                    chunk = buf[pos:pos + block]
-                    pos += block
-                    pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
-                    if pos >= len(buf):
-                        buf = None
-                        self._ended_at = now + len(chunk) / rate
-                        self._turns_at_end = self.turns_done
+        async def tick(self, i: int, block: int, silence: bytes) -> None:
+            now = i * BLOCK_SECS
+            if self._buf is None and not self.input_done.is_set() and self._ready(self._seg + 1, now):
+                self._seg += 1
+                if self._seg == len(segments):  # the last answer is in: the input ends here
+                    self.input_secs = now
+                    self.input_done.set()
                 else:
-                    pcm = silence
-                await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1))
-                i += 1
-                delay = t0 + i * BLOCK_SECS - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+                    self._buf, self._pos = segments[self._seg].samples, 0
+                    self.segment_starts.append(now)
+                    if self.on_segment is not None:
+                        self.on_segment(self._seg, now)
+            if self._buf is not None:
+                chunk = self._buf[self._pos:self._pos + block]
+                self._pos += block
+                pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
+                if self._pos >= len(self._buf):
+                    self._buf = None
+                    self._ended_at = now + len(chunk) / self.sample_rate
+                    self._turns_at_end = self.turns_done
+            else:
+                pcm = silence
+            await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
 
     class ReplayTransport(FileTransport):
         def __init__(self) -> None:

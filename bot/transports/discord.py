@@ -41,7 +41,6 @@ from pipecat.frames.frames import (
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
-from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
@@ -50,10 +49,10 @@ from bot.discord.floor import FloorControl
 from bot.discord.policy import ReplyDecisionFrame
 from bot.frames import SpeakerFrame
 from bot.transports.file import SessionClock
+from bot.transports.paced import BLOCK_SECS, PacedInputTransport
 
 log = logging.getLogger(__name__)
 
-BLOCK_SECS = 0.02
 DEVICE_BUFFER_SECS = 0.06
 """How far ahead of real time the output hands audio to the player (its "device buffer")."""
 CATCH_UP_SECS = 0.1
@@ -65,11 +64,13 @@ REPLY_WAIT_SECS = 10.0
 """After a transcript that will be answered, the floor waits this long at most for the bot to start talking."""
 
 
-class DiscordInputTransport(BaseInputTransport):
+class DiscordInputTransport(PacedInputTransport):
+    resync_after_secs = 1.0  # a live call: after a blocked second, don't burst to catch up
+
     def __init__(self, owner: DiscordTransport, params: TransportParams, **kwargs) -> None:
-        super().__init__(params, **kwargs)
+        super().__init__(owner.clock, params, feeder_name="discord-input-feeder", **kwargs)
         self._owner = owner
-        self._feeder: asyncio.Task | None = None
+        self._tick_failed = False
         self.streams: dict[int, UserStream] = {}
         self.labels: dict[int, str] = {}
         self.floor = FloorControl(release_secs=owner.release_secs)
@@ -83,24 +84,11 @@ class DiscordInputTransport(BaseInputTransport):
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
-        await self.set_transport_ready(frame)
         self._owner._loop = asyncio.get_running_loop()
-        if self._feeder is None:
-            self._feeder = self.create_task(self._feed(), name="discord-input-feeder")
 
     async def _stop_feeder(self) -> None:
         self._owner._loop = None
-        if self._feeder is not None:
-            await self.cancel_task(self._feeder)
-            self._feeder = None
-
-    async def stop(self, frame) -> None:
-        await self._stop_feeder()
-        await super().stop(frame)
-
-    async def cancel(self, frame) -> None:
-        await self._stop_feeder()
-        await super().cancel(frame)
+        await super()._stop_feeder()
 
     # -- audio in (event loop thread) -------------------------------------------------------------
 
@@ -122,27 +110,13 @@ class DiscordInputTransport(BaseInputTransport):
         return (self.vad_speaking or self.bot_speaking or now < self._stt_until or now < self._reply_until
                 or (extra is not None and bool(extra())))
 
-    async def _feed(self) -> None:
-        rate = self.sample_rate
-        block = int(rate * BLOCK_SECS)
-        silence = bytes(block * 2)
-        self._owner.clock.start()
-        loop = asyncio.get_running_loop()
-        t0, i = loop.time(), 0
-        failed = False
-        while True:
-            try:
-                await self._tick(time.monotonic(), block, silence)
-            except Exception:  # noqa: BLE001 - a deaf bot is worse than one bad block
-                if not failed:
-                    log.exception("discord input: a 20 ms block failed; going on")
-                failed = True
-            i += 1
-            delay = t0 + i * BLOCK_SECS - loop.time()
-            if delay < -1.0:  # the loop was blocked for a second: don't burst to catch up, resync
-                t0, i = loop.time(), 0
-            elif delay > 0:
-                await asyncio.sleep(delay)
+    async def tick(self, i: int, block: int, silence: bytes) -> None:
+        try:
+            await self._tick(time.monotonic(), block, silence)
+        except Exception:  # noqa: BLE001 - a deaf bot is worse than one bad block
+            if not self._tick_failed:
+                log.exception("discord input: a 20 ms block failed; going on")
+            self._tick_failed = True
 
     async def _tick(self, now: float, block: int, silence: bytes) -> None:
         change = self.floor.update(now, self.streams, self.busy(now))

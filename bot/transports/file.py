@@ -17,13 +17,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
-from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot.errors import VoicebotError
-
-BLOCK_SECS = 0.02
+from bot.transports.paced import BLOCK_SECS, PacedInputTransport
 DEVICE_BUFFER_SECS = 0.04
 """How far ahead of the playback position the virtual speaker accepts audio (like a device buffer)."""
 
@@ -71,57 +69,26 @@ class SessionClock:
         return asyncio.get_running_loop().time() - self._t0
 
 
-class FileInputTransport(BaseInputTransport):
+class FileInputTransport(PacedInputTransport):
     def __init__(self, samples: np.ndarray, clock: SessionClock, params: TransportParams, **kwargs) -> None:
-        super().__init__(params, **kwargs)
+        kwargs.setdefault("feeder_name", "file-input-feeder")
+        super().__init__(clock, params, **kwargs)
         self._samples = samples
-        self._clock = clock
-        self._feeder: asyncio.Task | None = None
         self.input_done = asyncio.Event()
         self.input_secs = 0.0
 
-    async def start(self, frame: StartFrame) -> None:
-        await super().start(frame)
-        await self.set_transport_ready(frame)
-        if self._feeder is None:
-            self._feeder = self.create_task(self._feed(), name="file-input-feeder")
-
-    async def _feed(self) -> None:
-        rate = self.sample_rate
-        block = int(rate * BLOCK_SECS)
-        self.input_secs = len(self._samples) / rate
-        self._clock.start()
-        i = 0
-        silence = bytes(block * 2)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while True:
-            start = i * block
-            if start < len(self._samples):
-                chunk = self._samples[start:start + block]
-                pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
-            else:
-                if not self.input_done.is_set():
-                    self.input_done.set()
-                pcm = silence
-            await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=rate, num_channels=1))
-            i += 1
-            delay = t0 + i * BLOCK_SECS - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-
-    async def _stop_feeder(self) -> None:
-        if self._feeder is not None:
-            await self.cancel_task(self._feeder)
-            self._feeder = None
-
-    async def stop(self, frame) -> None:
-        await self._stop_feeder()
-        await super().stop(frame)
-
-    async def cancel(self, frame) -> None:
-        await self._stop_feeder()
-        await super().cancel(frame)
+    async def tick(self, i: int, block: int, silence: bytes) -> None:
+        if i == 0:
+            self.input_secs = len(self._samples) / self.sample_rate
+        start = i * block
+        if start < len(self._samples):
+            chunk = self._samples[start:start + block]
+            pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
+        else:
+            if not self.input_done.is_set():
+                self.input_done.set()
+            pcm = silence
+        await self.push_audio_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate, num_channels=1))
 
 
 class FileOutputTransport(BaseOutputTransport):
