@@ -60,6 +60,15 @@ def sounddevice():
     return sd
 
 
+def _start(stream, what: str, key: str) -> None:
+    """Start a device stream, or raise a one-line error that says how to pick another device."""
+    try:
+        stream.start()
+    except Exception as exc:  # noqa: BLE001
+        raise VoicebotError(f"cannot start {what} {stream.device.name!r} ({exc}): pick another with "
+                            f"{key} (see `voicebot devices`)") from None
+
+
 @dataclass(frozen=True)
 class Device:
     index: int
@@ -248,11 +257,7 @@ class LocalAudioInputTransport(BaseInputTransport):
             self._queue = asyncio.Queue()
             self._resampler = soxr.ResampleStream(stream.rate, self.sample_rate, 1, dtype="int16", quality="HQ")
             self._pump_task = self.create_task(self._pump(), name="mic-pump")
-            try:
-                stream.start()
-            except Exception as exc:  # noqa: BLE001
-                raise VoicebotError(f"cannot start microphone {stream.device.name!r} ({exc}): pick another with "
-                                    "transport.input_device (see `voicebot devices`)") from None
+            _start(stream, "microphone", "transport.input_device")
         await self.set_transport_ready(frame)
 
     async def _pump(self) -> None:
@@ -338,11 +343,7 @@ class LocalAudioOutputTransport(BaseOutputTransport):
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
         stream = self._transport.speaker
-        try:
-            stream.start()
-        except Exception as exc:  # noqa: BLE001
-            raise VoicebotError(f"cannot start speaker {stream.device.name!r} ({exc}): pick another with "
-                                "transport.output_device (see `voicebot devices`)") from None
+        _start(stream, "speaker", "transport.output_device")
         await self.set_transport_ready(frame)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
