@@ -17,6 +17,8 @@ through.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStartedSpeakingFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
@@ -37,11 +39,17 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
     Args:
         needs_approval: the speculated text must be approved (by the input moderation gate) before a
             turn end may keep the speculative answer.
+        voice_onset: returns True while the VAD hears speech it has not confirmed yet (it needs
+            ``vad.start_secs`` of it). The turn is not ended then: a user who resumes after a short
+            pause ("Hello there, [0.3 s] who are you?") would otherwise be cut off during the
+            confirmation. If the onset was only a noise, the wait runs once more and the turn ends.
     """
 
-    def __init__(self, *, needs_approval: bool = False, **kwargs) -> None:
+    def __init__(self, *, needs_approval: bool = False, voice_onset: Callable[[], bool] | None = None,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self._needs_approval = needs_approval
+        self._voice_onset = voice_onset
         self._speculation: UserTurnSpeculation | None = None
         self._approved: str | None = None
         self._kept: str | None = None
@@ -73,6 +81,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         return result
 
     async def trigger_user_turn_stopped(self, *, enable_user_speaking_frames: bool | None = None):
+        if self._voice_onset is not None and self._voice_onset():
+            await self._restart_user_speech_timer()  # the user may be going on: wait once more
+            return
         speculation, self._speculation = self._speculation, None
         approved, self._approved = self._approved, None
         if speculation is not None:

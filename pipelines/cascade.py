@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -28,16 +28,26 @@ from bot.turn_speculation import SpeculativeSilenceStop
 from pipelines.base import BuildContext, BuiltPipeline
 
 
-def make_vad(cfg: VADConfig) -> VADProcessor:
+def make_vad(cfg: VADConfig, analyzer: SileroVADAnalyzer | None = None) -> VADProcessor:
+    return VADProcessor(vad_analyzer=analyzer or make_vad_analyzer(cfg))
+
+
+def make_vad_analyzer(cfg: VADConfig) -> SileroVADAnalyzer:
     params = VADParams(confidence=cfg.confidence, start_secs=cfg.start_secs, stop_secs=cfg.stop_secs,
                        min_volume=cfg.min_volume)
-    return VADProcessor(vad_analyzer=SileroVADAnalyzer(params=params))
+    return SileroVADAnalyzer(params=params)
+
+
+def vad_state(analyzer: VADAnalyzer) -> VADState:
+    """Where the analyzer is right now: STARTING means speech heard but not yet ``start_secs`` long."""
+    return analyzer._vad_state  # pipecat keeps it private; read-only here
 
 
 def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_approval: bool = False,
-                         ) -> UserTurnStrategies:
+                         vad: SileroVADAnalyzer | None = None) -> UserTurnStrategies:
     """How a user turn starts and ends. ``speculate`` (pipeline mode, silence end of turn): answer during
-    the end-of-turn wait (:mod:`bot.turn_speculation`); ``needs_approval``: input moderation approves it."""
+    the end-of-turn wait (:mod:`bot.turn_speculation`); ``needs_approval``: input moderation approves it;
+    ``vad``: the analyzer whose onset state keeps a turn open while resumed speech is being confirmed."""
     if cfg.turn == "smart-turn":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -45,7 +55,9 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
         analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=cfg.turn_max_secs))
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer)]
     elif speculate and cfg.speculate:
-        stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval)]
+        onset = (lambda: vad_state(vad) != VADState.QUIET) if vad is not None else None
+        stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval,
+                                       voice_onset=onset)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs)]
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
@@ -80,7 +92,8 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     llm = make_llm(s.llm, ctx.persona)
     tts, tts_desc = make_tts(s.tts, ctx.persona)
 
-    turns = make_turn_strategies(s.vad, speculate=True, needs_approval=s.moderation.input.enabled)
+    vad = make_vad_analyzer(s.vad)
+    turns = make_turn_strategies(s.vad, speculate=True, needs_approval=s.moderation.input.enabled, vad=vad)
     speculation = next((x for x in turns.stop if isinstance(x, SpeculativeSilenceStop)), None)
     llm.service.speculation = speculation
     check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
@@ -90,7 +103,7 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     pipeline = Pipeline([
         ctx.transport.input(),
         make_echo_policy(s, ctx.transport),  # mutes or cleans the mic while the bot speaks (bot/echo.py)
-        make_vad(s.vad),
+        make_vad(s.vad, vad),
         stt,
         aggregators.user(),
         *check_input,

@@ -20,11 +20,13 @@ from conftest import words
 WAIT = 0.15
 
 
-def drive(steps, *, needs_approval=False, approve=None):
-    """Run ``steps`` (frames, or ("sleep", secs)) through a strategy; return the events it raised."""
+def drive(steps, *, needs_approval=False, approve=None, voice_onset=None):
+    """Run ``steps`` (frames, ("sleep", secs), or callables given the events so far) through a strategy;
+    return the events it raised."""
 
     async def go():
-        strategy = SpeculativeSilenceStop(user_speech_timeout=WAIT, needs_approval=needs_approval)
+        strategy = SpeculativeSilenceStop(user_speech_timeout=WAIT, needs_approval=needs_approval,
+                                          voice_onset=voice_onset)
         await strategy.setup(FrameProcessorSetup(clock=None, pipeline_worker=None,
                                                  task_manager=TaskManager(loop=asyncio.get_running_loop())))
         events = []
@@ -46,7 +48,9 @@ def drive(steps, *, needs_approval=False, approve=None):
 
         await strategy.handle_user_turn_started()
         for step in steps:
-            if isinstance(step, tuple):
+            if callable(step):
+                step(list(events))
+            elif isinstance(step, tuple):
                 await asyncio.sleep(step[1])
             else:
                 await strategy.process_frame(step)
@@ -88,6 +92,22 @@ def test_with_input_moderation_only_an_approved_text_is_kept():
     assert events == [("infer", "Hello."), ("turn end", True)]
 
 
+def test_no_turn_end_while_the_vad_is_confirming_resumed_speech():
+    # The user resumed after a short pause, but the VAD has not heard start_secs of it yet (onset):
+    # the turn stays open. Here the onset turns out to be a noise, so the turn ends after one more wait.
+    onset = {"heard": True}
+    seen = {}
+
+    def noise_over(events):
+        seen["before"] = events
+        onset["heard"] = False
+
+    events = drive([SPOKE, PAUSED, said("Hello there."), ("sleep", WAIT * 2.5), noise_over],
+                   voice_onset=lambda: onset["heard"])
+    assert seen["before"] == [("infer", "Hello there.")]  # not ended during the onset
+    assert events == [("infer", "Hello there."), ("turn end", True)]
+
+
 def test_in_the_cascade_a_pause_mid_question_gives_one_answer_to_the_whole_question(
         make_speech, piper, settings_factory, transcriber, tmp_path, monkeypatch):
     # The pause (0.55 s) is longer than the VAD stop (0.2 s) plus the time to transcribe "Hello there.",
@@ -117,3 +137,17 @@ def test_in_the_cascade_a_pause_mid_question_gives_one_answer_to_the_whole_quest
     assert assistants == ["Paris is the capital of France."], assistants  # one answer, to the whole turn
     heard = set(words(transcriber(tmp_path / "reply.wav")))
     assert {"capital", "france"} <= heard and "second" not in heard, heard
+
+
+def test_in_the_cascade_a_short_pause_is_not_the_end_of_the_turn(make_speech, piper, settings_factory, tmp_path):
+    # A 0.3 s pause: after the VAD stop (0.2 s) and while the VAD confirms the resumed speech (it needs
+    # 0.2 s of it), the 0.3 s end-of-turn wait runs out. The turn must stay open: one turn, one answer.
+    audio, rate = piper("Hello there,")
+    voiced = np.flatnonzero(np.abs(audio) > 0.01)
+    resume = 0.4 + (voiced[-1] + 1) / rate + 0.3
+    q = make_speech([(0.4, "Hello there,"), (resume, "who are you?")], total_secs=7.0)
+    s = settings_factory(**{"llm.provider": "scripted", "llm.script": ["I am Nova.", "This is a second reply."]})
+    result = asyncio.run(run_file(s, load_persona("default"), q, tmp_path / "reply.wav"))
+
+    assert len(result.turns) == 1, [t.transcript for t in result.turns]
+    assert "who" in result.turns[0].transcript.lower() and result.turns[0].spoken_text == "I am Nova."
