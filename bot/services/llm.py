@@ -1,7 +1,8 @@
 """The LLM stage: one pipecat ``OpenAILLMService`` whose client depends on ``llm.provider``.
 
 * ``embedded`` — SmolLM2-135M-Instruct (or any GGUF) in-process through llama-cpp-python.
-* ``openai`` — any OpenAI-compatible server: OpenAI, Ollama, llama.cpp server, vLLM.
+* ``openai`` — any OpenAI-compatible server: OpenAI, llama.cpp server, vLLM (Ollama's /v1 too).
+* ``ollama`` — Ollama's native chat API through the ``ollama`` package (:mod:`bot.services.ollama`).
 * ``scripted`` — fixed replies from ``llm.script``, in order.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.frame_processor import FrameDirection
@@ -76,13 +78,25 @@ def resolve_api_key(cfg: LLMConfig) -> str:
         "or set llm.base_url to a local server (e.g. Ollama)"))
 
 
-def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
+@dataclass(frozen=True)
+class ChatClient:
+    """The chat backend ``llm.*`` names, as an object with ``chat.completions.create(**params)`` streaming
+    ``ChatCompletionChunk``s: what pipecat's service calls for voice turns and :mod:`bot.text_chat` calls
+    for text turns, so both talk to the same model."""
+
+    client: Any
+    model: str
+    """The model name sent in requests."""
+    description: str
+    """What the audit log and `voicebot models` report as the model."""
+
+
+def make_chat_client(cfg: LLMConfig) -> ChatClient:
     if cfg.provider == "scripted":
         if not cfg.script:
             raise VoicebotError("llm.provider is 'scripted' but llm.script is empty: add replies, "
                                 'e.g. script = ["Hello there."] under [llm]')
-        client = ScriptedChatClient(cfg.script)
-        return LLMChoice(LocalLLMService(client, settings=_settings(cfg, persona, "scripted")), "scripted")
+        return ChatClient(ScriptedChatClient(cfg.script), "scripted", "scripted")
 
     if cfg.provider == "embedded":
         path = Path(cfg.model).expanduser() if cfg.model else models.smollm2_gguf().path
@@ -95,12 +109,33 @@ def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
             raise VoicebotError("llama-cpp-python is not installed: run `make setup`") from None
         except ValueError as exc:
             raise VoicebotError(f"llama.cpp could not load {path}: {exc}") from None
-        return LLMChoice(LocalLLMService(client, settings=_settings(cfg, persona, path.name)), path.name)
+        return ChatClient(client, path.name, path.name)
+
+    if cfg.provider == "ollama":
+        from bot.services.ollama import OllamaChatClient, check_model_named
+
+        check_model_named(cfg)
+        client = OllamaChatClient(cfg)
+        return ChatClient(client, cfg.model, f"{cfg.model} at {client.host}")
 
     # openai-compatible server
+    _check_openai_model(cfg)
+    import openai
+
+    return ChatClient(openai.AsyncOpenAI(api_key=resolve_api_key(cfg), base_url=cfg.base_url), cfg.model, cfg.model)
+
+
+def _check_openai_model(cfg: LLMConfig) -> None:
     if not cfg.model:
         raise VoicebotError("llm.provider is 'openai' but llm.model is empty: set the model name the server "
                             "serves, e.g. llm.model = \"gpt-4.1-mini\" or \"llama3.2\" for Ollama")
-    api_key = resolve_api_key(cfg)
-    service = VoiceLLMService(api_key=api_key, base_url=cfg.base_url, settings=_settings(cfg, persona, cfg.model))
-    return LLMChoice(service, cfg.model)
+
+
+def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
+    if cfg.provider == "openai":  # pipecat builds and configures its own OpenAI client
+        _check_openai_model(cfg)
+        service = VoiceLLMService(api_key=resolve_api_key(cfg), base_url=cfg.base_url,
+                                  settings=_settings(cfg, persona, cfg.model))
+        return LLMChoice(service, cfg.model)
+    chat = make_chat_client(cfg)
+    return LLMChoice(LocalLLMService(chat.client, settings=_settings(cfg, persona, chat.model)), chat.description)
