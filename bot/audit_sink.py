@@ -48,6 +48,9 @@ class AuditSink:
 
     def on_turn(self, turn: Turn) -> None:
         summary = turn.summary()
+        if turn.modality == "text":  # typed and answered in text: no audio on either side
+            self.writer.record_turn(summary)
+            return
         start = (turn.speech_start or 0.0) - PAD_SECS
         end = (turn.speech_end if turn.speech_end is not None else turn.t_transcript or start) + PAD_SECS
         bot = self._recorder.take_played()

@@ -156,6 +156,40 @@ def run(
 
 
 @app.command()
+def chat(
+    config: ConfigOpt = None,
+    persona: PersonaOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Talk with the persona in text, one line per message (/quit or Ctrl-D ends): the same LLM (llm.*),
+    moderation and audit log as a voice session, turns recorded with modality "text"."""
+    _setup_logging(verbose)
+    from bot.persona import load_persona
+    from bot.preflight import check_chat_llm
+    from bot.text_chat import run_chat, stdin_line
+
+    settings = _settings(config, persona, None, set_)
+    persona_obj = load_persona(settings.persona)
+    check_chat_llm(settings.llm)
+    interactive = sys.stdin.isatty()
+    typer.echo(f"voicebot chat: persona={persona_obj.name} llm={settings.llm.provider}"
+               + (" (/quit or Ctrl-D to end)" if interactive else ""), err=True)
+
+    def write(text: str) -> None:
+        typer.echo(text, nl=False)
+
+    try:
+        audit_dir = asyncio.run(run_chat(settings, persona_obj, stdin_line, write,
+                                         prompt="you> " if interactive else ""))
+    except KeyboardInterrupt:
+        typer.echo("", err=True)
+        return
+    if audit_dir is not None:
+        typer.echo(f"audit log: {audit_dir}", err=True)
+
+
+@app.command()
 def devices() -> None:
     """List the microphones and speakers PortAudio sees ('>' default mic, '<' default speaker)."""
     _setup_logging(False)
@@ -240,6 +274,11 @@ def models(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     elif settings.llm.provider == "openai":
         typer.echo(f"llm  {settings.llm.model} at {settings.llm.base_url or 'https://api.openai.com/v1'} "
                    f"(key from ${settings.llm.api_key_env})")
+    elif settings.llm.provider == "ollama":
+        from bot.services.ollama import where
+
+        typer.echo(f"llm  {settings.llm.model or '(llm.model not set)'} on the Ollama server {where(settings.llm)} "
+                   f"(native API, keep_alive {settings.llm.keep_alive})")
     else:
         typer.echo(f"llm  scripted ({len(settings.llm.script)} replies)")
     from bot.persona import load_persona

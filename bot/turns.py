@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pipecat.clocks.system_clock import SystemClock
 from pipecat.frames.frames import (
@@ -47,6 +47,11 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
 
 
+Modality = Literal["voice", "text"]
+"""How the user's side of a turn came in: spoken (heard through a transport) or typed (``voicebot chat``,
+Discord text messages, see :mod:`bot.text_chat`). Recorded in every ``turn`` record of the audit log."""
+
+
 class AnchoredClock(SystemClock):
     """pipecat's system clock, remembering when it started so frame timestamps can be placed on the
     session timeline."""
@@ -62,6 +67,7 @@ class AnchoredClock(SystemClock):
 class Turn:
     index: int
     speaker: str = "user"
+    modality: Modality = "voice"
     vad_start: float | None = None
     vad_stop: float | None = None
     speech_start: float | None = None
@@ -138,6 +144,7 @@ class Turn:
         return {
             "turn": self.index,
             "speaker": self.speaker,
+            "modality": self.modality,
             "user": None if self.index == 0 else {
                 "transcript": self.transcript, "audio": None,
                 "start_s": _r(self.speech_start), "end_s": _r(self.speech_end)},
@@ -241,6 +248,18 @@ class TurnTracker(BaseObserver):
                     to_speak=[text])
         self.turns.append(turn)
         self.current = turn
+
+    def text_turn(self, speaker: str, text: str) -> Turn:
+        """A typed turn (:mod:`bot.text_chat`): numbered in the same sequence as the spoken ones. It is not
+        tracked from frames; :meth:`finish_text_turn` hands it to the listeners once answered."""
+        self._turn_count += 1
+        self.last_activity = time.monotonic()
+        return Turn(index=self._turn_count, speaker=speaker, modality="text", transcripts=[text])
+
+    def finish_text_turn(self, turn: Turn) -> None:
+        self.last_activity = time.monotonic()
+        for listener in self.turn_listeners:
+            listener(turn)
 
     def _answering(self) -> Turn | None:
         """The turn the bot is answering: the latest one the LLM was asked about, else the current one."""

@@ -147,3 +147,78 @@ def test_two_speakers_floor_control_and_addressed_replies(settings_factory, tmp_
     speakers = {r["data"]["speaker"]: r["data"]["user_id"] for r in log.records if r["type"] == "discord.speaker"}
     assert speakers == {"Alice": 111, "Bob": 222}
     assert verify(audit_dir).ok
+
+
+def message(author, channel, content: str, *, mentions=(), reply_to=None):
+    """A Discord text message as py-cord hands it to on_message; replying is the network boundary."""
+    from types import SimpleNamespace
+    from unittest.mock import AsyncMock
+
+    reference = SimpleNamespace(resolved=reply_to) if reply_to is not None else None
+    return SimpleNamespace(author=author, channel=channel, guild=channel.guild, content=content,
+                           mentions=list(mentions), reference=reference,
+                           reply=AsyncMock(return_value=SimpleNamespace(id=555)))
+
+
+def test_text_messages_join_the_voice_conversation(settings_factory):
+    """Alice speaks; Bob types to the bot in the voice channel's chat. One conversation: Bob's text turn
+    sees Alice's voice turn, its reply is moderated before it is posted, and the audit log holds both turns
+    with their modality."""
+    from types import SimpleNamespace
+
+    # The voice and text paths run the same configured model; a scripted one runs its script once per path.
+    answer = "Paris, I believe. You are a stupid idiot."
+    settings = settings_factory(**{"llm.provider": "scripted", "discord.respond_to": "all", "llm.script": [answer]})
+    refusal = load_persona("default").refusal
+
+    async def scenario():
+        turns = []
+        app = DiscordApp(settings, load_persona("default"), turn_listeners=[turns.append])
+        me = SimpleNamespace(id=4000, bot=True, display_name="Nova")
+        app.client = SimpleNamespace(user=me, get_channel=lambda _id: None)
+        alice, bob = member(111, "Alice"), member(222, "Bob")
+        guild = make_guild(members={111: alice, 222: bob})
+        vc = FakeVoiceClient(guild)
+        channel = make_channel(guild, vc)
+        elsewhere = make_channel(guild, vc, channel_id=99, name="random")
+        session = await app.join(channel)
+        try:
+            speaker = vc.speak_in_background(111, 1001, speech_frames("What is the capital of France?"))
+            assert await wait_for(lambda: any(t.t_bot_stop is not None for t in turns), 60, 0.2), \
+                [t.summary() for t in turns]
+            speaker.join()
+
+            ignored = [message(bob, channel, "what did she ask?"),  # not addressed
+                       message(bob, elsewhere, "<@4000> what did she ask?", mentions=[me]),  # not served here
+                       message(me, channel, "<@4000> talking to myself", mentions=[me])]  # the bot itself
+            for m in ignored:
+                await app.on_message(m)
+            asked = message(bob, channel, "<@4000> what did Alice ask?", mentions=[me])
+            await app.on_message(asked)
+            await app.on_message(message(bob, channel, "", mentions=[me],
+                                         reply_to=SimpleNamespace(author=me)))  # an empty reply: nothing to say
+        finally:
+            await app.close()
+        return turns, session, ignored, asked
+
+    turns, session, ignored, asked = asyncio.run(scenario())
+    assert all(m.reply.await_count == 0 for m in ignored)
+    asked.reply.assert_awaited_once()
+    posted = asked.reply.call_args.args[0]
+    assert posted == f"Paris, I believe. {refusal}"  # the insult was blocked before posting, as before speaking
+    assert asked.reply.call_args.kwargs == {"mention_author": False}
+
+    # Bob's text turn saw Alice's voice turn: one context
+    sent = session.text.chat.client.calls[-1]
+    contents = [m["content"] for m in sent if m["role"] != "system"]
+    assert "capital of france" in contents[0].lower() and contents[1].startswith("Paris, I believe.")
+    assert "stupid" not in contents[1]
+    assert contents[-1] == "what did Alice ask?"
+
+    log = read_session(session.session.result.audit_dir)
+    records = [t.summary for t in log.turns]
+    assert [(r["turn"], r["speaker"], r["modality"]) for r in records] == [(1, "Alice", "voice"), (2, "Bob", "text")]
+    assert records[1]["refused"] and records[1]["spoken"] == posted and records[1]["bot_audio"] is None
+    speakers = {r["data"]["speaker"]: r["data"]["user_id"] for r in log.records if r["type"] == "discord.speaker"}
+    assert speakers == {"Alice": 111, "Bob": 222}
+    assert verify(session.session.result.audit_dir).ok

@@ -72,7 +72,7 @@ class Session:
 
 
 STAGED = frozenset({
-    "user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
+    "user.started_speaking", "user.stopped_speaking", "stt.final", "user.text", "moderation.verdict",
     "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted",
 })
 """Staged event types (docs/audit-log.md): shown only on request by ``show``, folded away by reports."""
@@ -123,6 +123,8 @@ class TurnView:
     number: int
     complete: bool
     speaker: str | None
+    modality: str
+    """``voice`` or ``text`` (typed: ``voicebot chat``, Discord messages); logs before it was recorded: voice."""
     user: dict[str, Any] | None
     """The summary's ``user`` object; None for a bot-initiated turn or an incomplete one."""
     heard: str | None
@@ -195,7 +197,7 @@ def turn_view(turn: Turn) -> TurnView:
         spoken = summary.get("spoken")
         interrupted = bool(summary.get("interrupted"))
     else:
-        finals = turn.events_of("stt.final")
+        finals = turn.events_of("stt.final") or turn.events_of("user.text")
         heard = finals[-1]["data"].get("text") if finals else None
         input_verdict = in_events[-1].get("verdict") if in_events else None
         generated = [str(r["data"].get("text", "")) for r in turn.events_of("llm.sentence")]
@@ -213,7 +215,8 @@ def turn_view(turn: Turn) -> TurnView:
     errors += [f"{r['data'].get('stage', '?')}: {r['data'].get('message', '')}" for r in turn.events_of("error")]
     timings = summary.get("timings")
     return TurnView(
-        number=turn.number, complete=turn.complete, speaker=summary.get("speaker"), user=user,
+        number=turn.number, complete=turn.complete, speaker=summary.get("speaker"),
+        modality=str(summary.get("modality") or ("text" if turn.events_of("user.text") else "voice")), user=user,
         heard=heard, input_verdict=input_verdict if isinstance(input_verdict, dict) else None,
         generated=generated, output_verdicts=verdicts, verdict_texts=texts,
         spoken=None if spoken is None else str(spoken), interrupted=interrupted,

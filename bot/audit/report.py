@@ -92,7 +92,7 @@ pre { background:#0f1420; color:#e6edf3; padding:10px 12px; border-radius:6px; o
 .badge { display:inline-block; font-size:11px; font-weight:700; letter-spacing:.02em; padding:2px 7px; border-radius:10px; text-transform:uppercase; }
 .badge.blocked, .badge.refused, .badge.errors { background:var(--bad); color:#fff; }
 .badge.interrupted, .badge.incomplete { background:var(--warn); color:#fff; }
-.badge.bot-initiated, .badge.speaker { background:#e3e8ef; color:var(--fg); }
+.badge.bot-initiated, .badge.speaker, .badge.modality { background:#e3e8ef; color:var(--fg); }
 .row { display:grid; grid-template-columns:120px 1fr; gap:4px 12px; margin:5px 0; }
 .row > .k { color:var(--muted); }
 .said { white-space:pre-wrap; word-break:break-word; }
@@ -302,6 +302,8 @@ def _turn(out: list[str], s: Session, v: TurnView, scale: float, audio: bool) ->
     badges = []
     if v.speaker:
         badges.append(("speaker", v.speaker))
+    if not v.bot_initiated and v.complete:
+        badges.append(("modality", v.modality))
     if v.bot_initiated:
         badges.append(("bot-initiated", "bot-initiated"))
     if not v.complete:
@@ -317,7 +319,7 @@ def _turn(out: list[str], s: Session, v: TurnView, scale: float, audio: bool) ->
     if v.errors:
         badges.append(("errors", f"{len(v.errors)} error" + ("s" if len(v.errors) > 1 else "")))
     when = f" · {v.start_s:.2f} – {v.end_s:.2f} s" if v.start_s is not None and v.end_s is not None else ""
-    flags = " ".join(c for c, _ in badges if c not in ("speaker",))
+    flags = " ".join(c for c, _ in badges if c not in ("speaker", "modality"))
     out.append(f'<section class="{" ".join(classes)}" id="turn-{v.number}" data-turn="{v.number}" '
                f'data-flags="{_e(flags)}">')
     out.append(f"<h3>Turn {v.number}<span class=\"muted\">{_e(when)}</span> "

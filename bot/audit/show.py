@@ -108,6 +108,8 @@ def _turn(out: list[str], turn: Turn, events: bool) -> None:
     if v.complete:
         if v.speaker:
             title += f" · {v.speaker}"
+        if v.user is not None:
+            title += f" · {v.modality}"
         if v.start_s is not None and v.end_s is not None:
             title += f" · {v.start_s:.2f} s – {v.end_s:.2f} s"
         elif v.user is None:
@@ -118,7 +120,7 @@ def _turn(out: list[str], turn: Turn, events: bool) -> None:
 
     # heard + input verdict
     if v.heard is not None or v.user is not None or not v.complete:
-        out.append(_field("heard", _quote(v.heard) + ("   [BLOCKED by input moderation]" if v.input_blocked else "")))
+        out.append(_field("typed" if v.modality == "text" else "heard", _quote(v.heard) + ("   [BLOCKED by input moderation]" if v.input_blocked else "")))
         out.append(_field("input", _verdict(v.input_verdict)))
 
     # generated + output verdicts
@@ -138,7 +140,8 @@ def _turn(out: list[str], turn: Turn, events: bool) -> None:
 
     # spoken
     text = _quote(v.spoken) if v.spoken is not None else "(unknown: the turn did not finish)"
-    out.append(_field("spoken", text + ("   [cut at barge-in]" if v.interrupted else "")))
+    out.append(_field("posted" if v.modality == "text" else "spoken",
+                      text + ("   [cut at barge-in]" if v.interrupted else "")))
     if v.refused:
         out.append(_field("refused", "yes: the persona's refusal was spoken instead"))
 

@@ -22,9 +22,11 @@ from bot.config import Settings
 from bot.discord.commands import CommandHandlers, register
 from bot.discord.forget import ForgetResult, forget_speaker
 from bot.discord.policy import AccessPolicy, ReplyGate, SpeakerBook, wake_names
+from bot.discord.text import TextMessage, fit, read_message
 from bot.errors import VoicebotError
 from bot.persona import Persona, list_personas, load_persona
 from bot.session import Session
+from bot.text_chat import TextConversation
 from bot.transports.discord import DiscordTransport
 from bot.turns import Turn
 
@@ -81,6 +83,8 @@ class ChannelSession:
         self.vc: Any = None
         self.transport: DiscordTransport | None = None
         self.session: Session | None = None
+        self.text: TextConversation | None = None
+        """Answers text messages into the voice session's context and audit log (bot/text_chat.py)."""
         self.sink: Any = None
         self.player: Any = None
         self.speakers = SpeakerBook(settings.discord.speaker_label)
@@ -147,6 +151,7 @@ class ChannelSession:
                                      out_rate=self.settings.transport.output_sample_rate,
                                      release_secs=cfg.floor_release_secs, lookback_secs=cfg.floor_lookback_secs)
         session = await self.app.build_session(self.settings, self.persona, transport)
+        self.text = await self.app.build_text(self.settings, self.persona, session)
         insert_after_stt(session.built.pipeline, ReplyGate(cfg.respond_to, wake_names(self.persona)))
         if cfg.respond_to == "addressed":
             no_empty_turn_replies(session.built.pipeline)
@@ -203,15 +208,41 @@ class ChannelSession:
         transport, session = self.transport, self.session
         if transport is None:
             return
+        label = self._label(user_id, getattr(user, "display_name", None))
+        transport.receive(user_id, label, pcm, timestamp=timestamp, arrival=arrival)
+
+    def _label(self, user_id: int, display_name: str | None) -> str:
         label = self.speakers.known(user_id)
         if label is None:
             with self._speakers_lock:
                 label = self.speakers.known(user_id)
                 if label is None:
-                    label = self.speakers.label(user_id, getattr(user, "display_name", None))
+                    label = self.speakers.label(user_id, display_name)
+                    session = self.session
                     if session is not None and session.audit is not None:
                         session.audit.record("discord.speaker", {"speaker": label, "user_id": user_id})
-        transport.receive(user_id, label, pcm, timestamp=timestamp, arrival=arrival)
+        return label
+
+    # -- text messages ----------------------------------------------------------------------------
+
+    def text_channel_ids(self) -> set[int]:
+        """Where text messages are answered: the voice channel's own chat, and the notice channel if set."""
+        ids = {self.channel.id}
+        if self.settings.discord.notice_channel_id:
+            ids.add(self.settings.discord.notice_channel_id)
+        return ids
+
+    async def answer_text(self, message: Any, text: TextMessage) -> str | None:
+        """Answer a text message as a turn of this session; returns what was posted."""
+        conversation = self.text
+        if conversation is None:
+            return None
+        reply = await conversation.ask(text.text, speaker=self._label(text.author_id, text.author_name))
+        if not reply.text:
+            log.error("no answer to a text message in %s: %s", text.channel_id, reply.error)
+            return None
+        await message.reply(fit(reply.text), mention_author=False)
+        return reply.text
 
     # -- members ----------------------------------------------------------------------------------
 
@@ -248,6 +279,10 @@ class DiscordApp:
 
     async def build_session(self, settings: Settings, persona: Persona, transport: DiscordTransport) -> Session:
         return await asyncio.to_thread(Session, settings, persona, transport)
+
+    async def build_text(self, settings: Settings, persona: Persona, session: Session) -> TextConversation:
+        """Text turns share the voice session's context and turn tracker (so its audit log)."""
+        return await asyncio.to_thread(TextConversation, settings, persona, session.built.context, session.tracker)
 
     def make_sink(self, deliver: Any) -> Any:
         from bot.discord.pycord import VoiceSink
@@ -329,6 +364,21 @@ class DiscordApp:
         if was == session.channel.id and now != session.channel.id:
             session.member_left(member.id)
 
+    async def on_message(self, message: Any) -> None:
+        """A text message: answered when it mentions the bot or replies to it, in a channel a session serves."""
+        me = getattr(self.client, "user", None)
+        guild = getattr(message, "guild", None)
+        session = self.sessions.get(getattr(guild, "id", None))
+        if me is None or session is None:
+            return
+        text = read_message(message, me.id, session.text_channel_ids())
+        if text is None or not self.access.user_ok(text.author_id):
+            return
+        try:
+            await session.answer_text(message, text)
+        except Exception as exc:  # noqa: BLE001 - a failed post must not take the bot down
+            log.error("could not answer a text message in %s: %s: %s", text.channel_id, type(exc).__name__, exc)
+
     async def on_ready(self) -> None:
         channel_id = self.settings.discord.voice_channel_id
         if not channel_id:
@@ -354,11 +404,14 @@ def make_client(app: DiscordApp) -> Any:
     intents = discord.Intents.none()
     intents.guilds = True        # guilds and channels
     intents.voice_states = True  # who is in which voice channel; needed to connect and to map audio to members
+    intents.guild_messages = True  # text messages that mention the bot (their text comes without the privileged
+    #                                Message Content intent)
     bot = discord.Bot(intents=intents)
     register(bot, app.handlers, guild_ids=app.settings.discord.guild_ids or None,
              personas=list_personas(), modes=list(BUILDERS))
     bot.add_listener(app.on_voice_state_update, "on_voice_state_update")
     bot.add_listener(app.on_ready, "on_ready")
+    bot.add_listener(app.on_message, "on_message")
     app.client = bot
     return bot
 

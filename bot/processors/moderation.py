@@ -36,7 +36,7 @@ from bot.turn_speculation import speculated_text
 from moderation import Moderator, StageConfig, Verdict
 
 
-async def _check(moderator: Moderator, text: str, role: str, persona: Persona) -> Verdict:
+async def check_text(moderator: Moderator, text: str, role: str, persona: Persona) -> Verdict:
     try:
         return await moderator.check(text, role, persona)
     except Exception as exc:  # the contract says check() never raises; fail closed if it does
@@ -107,7 +107,7 @@ class InputModerationGate(_Gate):
     async def _verdict(self, text: str) -> Verdict:
         if self._last is not None and self._last[0] == text:
             return self._last[1]
-        verdict = await _check(self._moderator, text, "user", self._persona)
+        verdict = await check_text(self._moderator, text, "user", self._persona)
         self._last = (text, verdict)
         return verdict
 
@@ -175,7 +175,7 @@ class OutputModerationGate(ReplyChunks):
         if self._blocked:
             await self.push_frame(BotSentenceFrame(index=index, text=text, fate="dropped"))
             return
-        verdict = await _check(self._moderator, text, "bot", self._persona)
+        verdict = await check_text(self._moderator, text, "bot", self._persona)
         await self.push_frame(ModerationVerdictFrame(stage="output", text=text, verdict=verdict.to_dict(),
                                                      index=index))
         if verdict.allowed or self._stage.action != "refuse":

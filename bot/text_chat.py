@@ -1,0 +1,213 @@
+"""Text turns: one persona across text and voice.
+
+A :class:`TextConversation` answers typed messages (``voicebot chat`` in a terminal, Discord text messages)
+with the same persona, chat model (``llm.*``), moderation and conversation context as the voice session,
+and reports each exchange as a turn with ``modality = "text"`` to the same :class:`~bot.turns.TurnTracker`,
+so the audit log holds one conversation with text and voice turns in one numbered sequence.
+
+A text turn is checked like a voice turn: the user's message by input moderation before the LLM sees it
+(refused: the LLM is not asked and the persona's refusal is the reply), and the reply sentence by sentence
+before it is posted, exactly like speech before TTS: the first blocked sentence and everything after it
+are dropped and the refusal is posted in their place. If moderation cannot decide it blocks (fail-closed,
+:func:`bot.processors.moderation.check_text`). The context records what was actually posted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipecat.processors.aggregators.llm_context import LLMContext
+
+from bot.config import Settings
+from bot.errors import VoicebotError
+from bot.persona import Persona
+from bot.processors.moderation import check_text
+from bot.services.llm import ChatClient, make_chat_client
+from bot.turns import Turn, TurnTracker, split_sentences
+
+
+@dataclass(frozen=True)
+class TextReply:
+    turn: Turn
+    text: str
+    """What to post: the approved sentences, the refusal, or empty when the LLM failed (see ``error``)."""
+    refused: bool = False
+    error: str | None = None
+
+
+def _record(verdict: Any, text: str, index: int | None = None) -> dict[str, Any]:
+    """A verdict as the turn record holds it (the same shape as the voice cascade's)."""
+    return {"text": text, **({"index": index} if index is not None else {}), **verdict.to_dict()}
+
+
+class TextConversation:
+    """Answers text turns into a shared ``context`` and ``tracker`` (those of a voice session, or its own)."""
+
+    def __init__(self, settings: Settings, persona: Persona, context: LLMContext, tracker: TurnTracker, *,
+                 chat: ChatClient | None = None) -> None:
+        from moderation import build_moderator
+
+        self.settings = settings
+        self.persona = persona
+        self.context = context
+        self.tracker = tracker
+        self.chat = chat or make_chat_client(settings.llm)
+        mod = settings.moderation
+        self._input = build_moderator(mod.input, mod, name="input") if mod.input.enabled else None
+        self._output = build_moderator(mod.output, mod, name="output") if mod.output.enabled else None
+        self._lock = asyncio.Lock()  # one text turn at a time; the context grows in order
+
+    def describe(self) -> dict[str, str]:
+        mod = self.settings.moderation
+        stages = [f"{name}: {'+'.join(stage.backends) or 'none'} ({stage.action})"
+                  for name, stage in (("input", mod.input), ("output", mod.output)) if stage.enabled]
+        return {"llm": f"{self.settings.llm.provider}: {self.chat.description}",
+                "moderation": "; ".join(stages) or "off"}
+
+    async def warmup(self) -> None:
+        for moderator in (self._input, self._output):
+            if moderator is not None:
+                await moderator.warmup()
+
+    async def ask(self, text: str, speaker: str = "user") -> TextReply:
+        text = text.strip()
+        if not text:
+            raise VoicebotError("empty message: type something to say")
+        async with self._lock:
+            turn = self.tracker.text_turn(speaker, text)
+            self.tracker.emit("user.text", turn=turn.index, speaker=speaker, text=text)
+            try:
+                return await self._answer(turn, text)
+            finally:
+                self.tracker.finish_text_turn(turn)
+
+    async def _answer(self, turn: Turn, text: str) -> TextReply:
+        refusal = self.persona.refusal
+        if self._input is not None:
+            verdict = await check_text(self._input, text, "user", self.persona)
+            turn.input_verdict = _record(verdict, text)
+            self.tracker.emit("moderation.verdict", turn=turn.index, stage="input", text=text,
+                              verdict=verdict.to_dict())
+            if not verdict.allowed and self.settings.moderation.input.action == "refuse":
+                # As in the voice cascade: the LLM never sees the turn; the refusal is what the bot said.
+                turn.refused = True
+                turn.queued = [refusal]
+                self.context.add_message({"role": "assistant", "content": refusal})
+                return TextReply(turn, refusal, refused=True)
+
+        user_message = {"role": "user", "content": text}
+        messages = [{"role": "system", "content": self.persona.instructions},
+                    *[dict(m) for m in self.context.get_messages()], user_message]
+        started = time.monotonic()
+        turn.t_llm_start = 0.0  # asked (Turn.awaiting_playback); text turns keep their timings in extra_timings
+        try:
+            reply, first = await self._complete(messages)
+        except Exception as exc:  # network, server, model: one line, the turn is still recorded
+            message = f"LLM failed ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+            turn.errors.append(message)
+            self.tracker.emit("error", turn=turn.index, stage="llm", message=message)
+            return TextReply(turn, "", error=message)
+        done = time.monotonic()
+        turn.llm_text = reply
+        turn.extra_timings.update(llm_ttft_ms=round(((first or done) - started) * 1000.0, 1),
+                                  reply_ms=round((done - started) * 1000.0, 1))
+
+        sentences = split_sentences(reply)
+        turn.generated_sentences = sentences
+        said: list[str] = []
+        for index, sentence in enumerate(sentences):
+            if turn.refused:  # the rest of the reply after a blocked sentence is dropped, like speech before TTS
+                self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="dropped")
+                continue
+            if self._output is not None:
+                verdict = await check_text(self._output, sentence, "bot", self.persona)
+                turn.output_verdicts.append(_record(verdict, sentence, index))
+                self.tracker.emit("moderation.verdict", turn=turn.index, stage="output", text=sentence,
+                                  verdict=verdict.to_dict())
+                if not verdict.allowed and self.settings.moderation.output.action == "refuse":
+                    turn.refused = True
+                    said.append(refusal)
+                    self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="blocked")
+                    continue
+            said.append(sentence)
+            self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="posted")
+        turn.queued = said
+        posted = " ".join(said)
+        self.context.add_message(user_message)
+        if posted:
+            self.context.add_message({"role": "assistant", "content": posted})
+        return TextReply(turn, posted, refused=turn.refused)
+
+    async def _complete(self, messages: list[dict[str, Any]]) -> tuple[str, float | None]:
+        cfg = self.settings.llm
+        stream = await self.chat.client.chat.completions.create(
+            model=self.chat.model, messages=messages, stream=True, temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens)
+        parts: list[str] = []
+        first: float | None = None
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                if first is None:
+                    first = time.monotonic()
+                parts.append(chunk.choices[0].delta.content)
+        return "".join(parts).strip(), first
+
+
+# --------------------------------------------------------------------------- voicebot chat
+
+
+async def run_chat(settings: Settings, persona: Persona, read_line: Callable[[], str | None],
+                   write: Callable[[str], None], *, prompt: str = "") -> Path | None:
+    """A terminal conversation: read lines until EOF or ``/quit``, answer each. Returns the audit directory.
+
+    It is a session of its own (its own context and audit log, header ``interface: "text chat"``); in
+    ``voicebot discord`` the same :class:`TextConversation` shares the voice session's."""
+    from bot.audit import AuditWriter
+    from bot.audit_sink import AuditSink, session_header
+    from bot.recorder import AudioRecorder
+    from bot.turns import AnchoredClock
+
+    tracker = TurnTracker(AnchoredClock(), lambda: None, vad_start_secs=settings.vad.start_secs,
+                          vad_stop_secs=settings.vad.stop_secs)
+    conversation = TextConversation(settings, persona, LLMContext(), tracker)
+    writer = None
+    if settings.audit.enabled:
+        header = session_header(settings, persona, conversation.describe(), interface="text chat")
+        writer = AuditWriter.open(settings.audit.dir, header, store_audio=False)
+        AuditSink(writer, tracker, AudioRecorder(tracker))
+    reason = "ended"
+    try:
+        await conversation.warmup()
+        while True:
+            if prompt:
+                write(prompt)
+            line = await asyncio.to_thread(read_line)
+            if line is None or line.strip() in ("/quit", "/exit"):
+                reason = "user quit" if line is not None else "ended"
+                break
+            if not line.strip():
+                continue
+            reply = await conversation.ask(line)
+            if reply.error:
+                write(f"error: {reply.error}\n")
+            else:
+                write(f"{persona.name}: {reply.text}\n")
+    except BaseException as exc:
+        reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else \
+            f"error: {type(exc).__name__}"
+        raise
+    finally:
+        if writer is not None:
+            await writer.aclose(reason=reason)
+    return writer.dir if writer is not None else None
+
+
+def stdin_line() -> str | None:
+    line = sys.stdin.readline()
+    return line if line else None
