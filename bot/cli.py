@@ -417,6 +417,43 @@ def discord_cmd(
         typer.echo("stopped", err=True)
 
 
+@app.command("serve")
+def serve_cmd(
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (server.host); anything but "
+                                                "loopback needs a token in $VOICEBOT_TOKEN.")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="TCP port (server.port).")] = None,
+    max_sessions: Annotated[Optional[int], typer.Option("--max-sessions", help="Concurrent voice sessions "
+                                                        "(server.max_sessions).")] = None,
+    config: ConfigOpt = None,
+    persona: PersonaOpt = None,
+    mode: ModeOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve many voice sessions in one process: WebSocket /ws (pipecat protobuf frames), the browser
+    client at /, /healthz and /metrics (see docs/server.md). SIGTERM drains."""
+    _setup_logging(verbose)
+    from bot.preflight import preflight
+    from bot.server import VoicebotServer
+
+    flags = {"server.host": host, "server.port": port, "server.max_sessions": max_sessions}
+    settings = _settings(config, persona, mode, set_, **flags)
+    server = VoicebotServer(settings)
+    preflight(settings)
+    typer.echo(f"voicebot serve: mode={settings.mode} personas={','.join(server.personas)} "
+               f"max_sessions={settings.server.max_sessions} loading models...")
+    server.load_models()
+
+    def ready(address) -> None:
+        h, p = address[0], address[1]
+        shown = f"[{h}]" if ":" in h else h
+        typer.echo(f"listening on http://{shown}:{p}/ (WebSocket ws://{shown}:{p}/ws)"
+                   + (f"; token required (${settings.server.token_env})" if server.token_required else ""))
+
+    asyncio.run(server.run(on_ready=ready))
+    typer.echo("drained and stopped", err=True)
+
+
 def main() -> None:
     try:
         app()

@@ -188,6 +188,50 @@ class RealtimeConfig(_Section):
                                                                     "websocket before the session ends.")
 
 
+class ServerConfig(_Section):
+    """``voicebot serve``: one process serving many voice sessions over WebSocket (pipecat's protobuf frames)
+    and a browser client. See docs/server.md. The token is never configured here: it is read from the
+    environment variable named by ``token_env``."""
+
+    host: str = Field(default="127.0.0.1", description="Address to bind. Anything but loopback requires a token "
+                                                       "(the env var named by token_env).")
+    port: int = Field(default=8765, ge=0, le=65535, description="TCP port (0 = any free port).")
+    max_sessions: int = Field(default=4, ge=1, le=256,
+                              description="Concurrent voice sessions; the next connection is refused with "
+                                          "close code 1013 and a reason.")
+    token_env: str = Field(default="VOICEBOT_TOKEN",
+                           description="Name of the env var holding the access token (clients send it as "
+                                       "?token= or 'Authorization: Bearer'). Unset = no token, loopback only.")
+    allowed_origins: list[str] = Field(default_factory=list,
+                                       description="Browser origins (scheme://host:port) allowed besides the "
+                                                   "server's own; requests without an Origin header (non-browser "
+                                                   "clients) are not origin-checked.")
+    personas: list[str] = Field(default_factory=lambda: ["default", "pirate"],
+                                description="Personas a client may pick with ?persona=NAME; the configured "
+                                            "persona is the default and is always allowed.")
+    max_frame_bytes: int = Field(default=16384, ge=1024, le=1 << 20,
+                                 description="Largest WebSocket message accepted (a 20 ms 16 kHz frame is "
+                                             "~660 bytes); bigger ends the session with close code 1009.")
+    max_messages_per_sec: int = Field(default=200, ge=10,
+                                      description="Messages a client may send per second before its session "
+                                                  "ends (1008).")
+    max_audio_burst_secs: float = Field(default=2.0, gt=0, le=30,
+                                        description="Audio may run ahead of real time by this much (network "
+                                                    "jitter); more ends the session (1008).")
+    max_input_lag_secs: float = Field(default=0.5, gt=0, le=10,
+                                      description="Received audio the session could not take within this long "
+                                                  "is dropped (counted in /metrics) instead of queueing.")
+    audio_lead_secs: float = Field(default=0.12, ge=0.02, le=1.0,
+                                   description="How far ahead of real time bot audio is sent (the client's jitter "
+                                               "margin); clients drop it on the interruption frame at a barge-in.")
+    send_timeout_secs: float = Field(default=5.0, gt=0, le=120,
+                                     description="A client that does not take sent data for this long (stopped "
+                                                 "reading) has its session ended (1008).")
+    drain_secs: float = Field(default=30.0, ge=0, le=3600,
+                              description="On SIGTERM: refuse new sessions, let running ones go on this long, "
+                                          "then close them with 1012 (reconnect).")
+
+
 class AuditConfig(_Section):
     enabled: bool = True
     dir: str = "audits"
@@ -257,6 +301,7 @@ class Settings(BaseSettings):
     audio_llm: AudioLLMConfig = AudioLLMConfig()
     realtime: RealtimeConfig = RealtimeConfig()
     discord: DiscordConfig = DiscordConfig()
+    server: ServerConfig = ServerConfig()
     moderation: ModerationConfig = ModerationConfig()
 
     _toml_file: str | None = None
@@ -310,7 +355,8 @@ def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
 def _check_env_names() -> None:
     """pydantic-settings ignores VOICEBOT_* variables whose first part names no setting; a typo such as
     VOICEBOT_AUDIT_DIR (one underscore) would then be silently dropped. Reject those here."""
-    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    # CONFIG: the config file; TOKEN: the default server.token_env (a secret, not a setting).
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG", "TOKEN"}
     for var in os.environ:
         if var.startswith("VOICEBOT_"):
             head = var[len("VOICEBOT_"):].split("__", 1)[0]

@@ -1,0 +1,366 @@
+"""``voicebot serve``: one process, many voice sessions over WebSocket, a browser client.
+
+Routes (one port, served by the ``websockets`` library):
+
+* ``GET /``            the browser client (static HTML/JS from ``bot/server/static``)
+* ``GET /ws``          WebSocket upgrade: one voice session, pipecat's protobuf frames (:mod:`bot.transports.websocket`)
+* ``GET /report/<id>`` the audit report of a session of this server (its id is sent to that session's client)
+* ``GET /healthz``     ``ok`` (200) or ``draining`` (503)
+* ``GET /metrics``     Prometheus text
+
+Models are loaded once at start-up (Whisper and the embedded LLM are process-wide caches) and shared; every
+connection gets its own :class:`~bot.session.Session`: its own pipeline, context, persona and audit directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import ipaddress
+import os
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from loguru import logger
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from bot.config import Settings
+from bot.errors import VoicebotError
+from bot.persona import Persona, load_persona
+from bot.server.metrics import ServerMetrics
+from bot.session import Session
+from bot.transports.websocket import (
+    GOING_AWAY,
+    INTERNAL,
+    NORMAL,
+    POLICY,
+    RESTART,
+    TRY_AGAIN,
+    CloseReason,
+    Limits,
+    WebsocketTransport,
+)
+from bot.turns import Turn, TurnTracker
+
+STATIC = Path(__file__).resolve().parent / "static"
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8"}
+FORWARDED_EVENTS = {"user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
+                    "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted", "error"}
+"""Turn-tracker events sent to the client as ``{"type": "event", "kind": ..., ...}`` messages."""
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect (an empty host binds every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class LiveSession:
+    id: str
+    persona: str
+    transport: WebsocketTransport
+    session: Session | None = None
+    audit_dir: Path | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class VoicebotServer:
+    """Owns the listening socket, the running sessions and the metrics."""
+
+    def __init__(self, settings: Settings, *, token: str | None = None) -> None:
+        cfg = settings.server
+        self.settings = settings
+        self.cfg = cfg
+        if token is None:
+            token = os.environ.get(cfg.token_env) or None
+        if token is None and not is_loopback(cfg.host):
+            raise VoicebotError(f"server.host {cfg.host!r} is not a loopback address: set a secret token in "
+                                f"${cfg.token_env} (server.token_env) before exposing the bot")
+        self._token = token.encode() if token else None
+        self.personas = [settings.persona, *[p for p in cfg.personas if p != settings.persona]]
+        self.limits = Limits(sample_rate=settings.transport.sample_rate,
+                             max_messages_per_sec=cfg.max_messages_per_sec,
+                             max_audio_burst_secs=cfg.max_audio_burst_secs,
+                             max_input_lag_secs=cfg.max_input_lag_secs,
+                             audio_lead_secs=cfg.audio_lead_secs,
+                             send_timeout_secs=cfg.send_timeout_secs)
+        self.metrics = ServerMetrics()
+        self.sessions: dict[str, LiveSession] = {}
+        self.finished: dict[str, Path] = {}
+        """Audit dirs of ended sessions (their reports stay reachable), newest last, bounded."""
+        self.draining = False
+        self._server: Server | None = None
+        self._persona_cache: dict[str, Persona] = {}
+
+    @property
+    def token_required(self) -> bool:
+        return self._token is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def load_models(self) -> None:
+        """Check every allowed persona and load the shared models before the first client connects."""
+        for name in self.personas:
+            self._persona_cache[name] = load_persona(name)
+        from bot.transports.file import FileTransport
+        import numpy as np
+
+        probe = FileTransport(np.zeros(1600, dtype=np.float32), in_rate=self.settings.transport.sample_rate,
+                              out_rate=self.settings.transport.output_sample_rate)
+        Session(self.settings, self._persona_cache[self.settings.persona], probe)
+        # Moderation models (e.g. the profanity classifier) are process-wide once imported: load them now,
+        # not during the first user's first turn.
+        from moderation import build_moderator
+
+        mod = self.settings.moderation
+        for name in ("input", "output"):
+            if mod.stage(name).enabled:
+                asyncio.run(build_moderator(mod.stage(name), mod, name=name).warmup())
+
+    async def start(self) -> tuple[str, int]:
+        """Listen; returns the bound (host, port)."""
+        self._server = await serve(
+            self._handle, self.cfg.host, self.cfg.port,
+            process_request=self._process_request,
+            max_size=self.cfg.max_frame_bytes,
+            max_queue=64,
+            write_limit=64 * 1024,
+            ping_interval=20, ping_timeout=20,
+            server_header="voicebot",
+        )
+        sock = next(iter(self._server.sockets))
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    async def drain(self) -> None:
+        """Refuse new sessions; give running ones ``drain_secs`` to finish, then tell them to reconnect."""
+        self.draining = True
+        self.metrics.draining.set(1)
+        deadline = time.monotonic() + self.cfg.drain_secs
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for live in list(self.sessions.values()):
+            await live.transport.send_message("drain", reason="server restarting: reconnect")
+            await live.transport.close(CloseReason(RESTART, "server restarting: reconnect"))
+        while self.sessions:
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def run(self, on_ready=None) -> None:
+        """Serve until SIGTERM/SIGINT, then drain and stop."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            address = await self.start()
+            if on_ready is not None:
+                on_ready(address)
+            await stop.wait()
+            await self.drain()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.close()
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    def _authorized(self, request: Request, query: dict[str, list[str]]) -> bool:
+        if self._token is None:
+            return True
+        given = (query.get("token") or [""])[0]
+        auth = request.headers.get("Authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), self._token)
+
+    def _origin_ok(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: the token (when required) is the check
+        host = request.headers.get("Host", "")
+        return origin in (f"http://{host}", f"https://{host}") or origin in self.cfg.allowed_origins
+
+    @staticmethod
+    def _response(status: http.HTTPStatus, body: bytes | str, content_type: str = "text/plain; charset=utf-8",
+                  extra: list[tuple[str, str]] | None = None) -> Response:
+        if isinstance(body, str):
+            body = body.encode()
+        headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                           ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                           *(extra or [])])
+        return Response(status.value, status.phrase, headers, body)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        path, query = url.path, parse_qs(url.query)
+        if path == "/healthz":
+            if self.draining:
+                return self._response(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+            return self._response(http.HTTPStatus.OK, "ok\n")
+        if path == "/metrics":
+            self.metrics.sessions.set(len(self.sessions))
+            return self._response(http.HTTPStatus.OK, self.metrics.render(), self.metrics.content_type)
+        if path == "/ws":
+            if not self._origin_ok(request):
+                self.metrics.refusals.labels("origin").inc()
+                return self._response(http.HTTPStatus.FORBIDDEN, "origin not allowed: add it to "
+                                                                 "server.allowed_origins\n")
+            if not self._authorized(request, query):
+                self.metrics.refusals.labels("token").inc()
+                return self._response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token: pass ?token= or "
+                                                                    "'Authorization: Bearer <token>'\n")
+            return None  # go on with the WebSocket handshake
+        if path.startswith("/report/"):
+            if not self._authorized(request, query):
+                return self._response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+            return self._report(path[len("/report/"):])
+        name = "index.html" if path == "/" else path.lstrip("/")
+        target = STATIC / name
+        if "/" not in name and target.suffix in STATIC_TYPES and target.is_file():
+            csp = ("default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob:; "
+                   "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+            return self._response(http.HTTPStatus.OK, target.read_bytes(), STATIC_TYPES[target.suffix],
+                                  [("Content-Security-Policy", csp)])
+        return self._response(http.HTTPStatus.NOT_FOUND, "not found\n")
+
+    def _report(self, sid: str) -> Response:
+        from bot.audit.report import report_html
+
+        live = self.sessions.get(sid)
+        audit_dir = live.audit_dir if live is not None else self.finished.get(sid)
+        if audit_dir is None:
+            return self._response(http.HTTPStatus.NOT_FOUND, "no audit log for this session on this server\n")
+        try:
+            page = report_html(audit_dir)
+        except (VoicebotError, OSError, ValueError) as exc:
+            return self._response(http.HTTPStatus.INTERNAL_SERVER_ERROR, f"report unavailable: {exc}\n")
+        return self._response(http.HTTPStatus.OK, page, "text/html; charset=utf-8")
+
+    # -- one voice session -------------------------------------------------------------------------
+
+    async def _refuse(self, conn: ServerConnection, reason: str, close: CloseReason) -> None:
+        self.metrics.refusals.labels(reason).inc()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(close.code, close.reason), timeout=2.0)
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        query = parse_qs(urlsplit(conn.request.path).query) if conn.request else {}
+        if self.draining:
+            await self._refuse(conn, "draining", CloseReason(RESTART, "server is shutting down: reconnect"))
+            return
+        if len(self.sessions) >= self.cfg.max_sessions:
+            await self._refuse(conn, "full", CloseReason(
+                TRY_AGAIN, f"server full ({self.cfg.max_sessions} sessions): try again later"))
+            return
+        persona_name = (query.get("persona") or [self.settings.persona])[0]
+        if persona_name not in self.personas:
+            await self._refuse(conn, "persona", CloseReason(
+                POLICY, f"persona {persona_name!r} is not offered here: choose one of {', '.join(self.personas)}"))
+            return
+        sid = secrets.token_urlsafe(12)
+        transport = WebsocketTransport(conn, out_rate=self.settings.transport.output_sample_rate, limits=self.limits)
+        live = LiveSession(sid, persona_name, transport)
+        self.sessions[sid] = live  # holds the slot from here on: admission counts it
+        self.metrics.sessions.set(len(self.sessions))
+        self.metrics.sessions_total.inc()
+        try:
+            await self._run_session(live)
+        except VoicebotError as exc:
+            await transport.close(CloseReason(INTERNAL, str(exc)[:120]))
+        except Exception as exc:  # one broken session must not take the server down
+            logger.exception(f"session {sid} failed")
+            await transport.close(CloseReason(INTERNAL, f"session failed: {type(exc).__name__}"))
+        finally:
+            await transport.close(CloseReason(NORMAL, "session ended"))
+            self.metrics.dropped_audio.inc(transport.counters.dropped_audio_secs)
+            code = transport.close_reason.code if transport.close_reason else NORMAL
+            self.metrics.session_ends.labels(str(code)).inc()
+            self.sessions.pop(sid, None)
+            if live.audit_dir is not None:
+                self.finished[sid] = live.audit_dir
+                while len(self.finished) > 1000:
+                    self.finished.pop(next(iter(self.finished)))
+            self.metrics.sessions.set(len(self.sessions))
+
+    async def _run_session(self, live: LiveSession) -> None:
+        persona = self._persona_cache.get(live.persona) or await asyncio.to_thread(load_persona, live.persona)
+        settings = self.settings.model_copy(update={"persona": live.persona})
+        # Building a pipeline loads the session's own voice and VAD: off the event loop, so running
+        # sessions keep their real-time audio.
+        session = await asyncio.to_thread(Session, settings, persona, live.transport)
+        live.session = session
+        session.open_audit(transport="websocket", server_session=live.id)
+        live.audit_dir = session.result.audit_dir
+        self._attach(live, session.tracker)
+        await live.transport.send_message(
+            "session", id=live.id, persona=persona.name, mode=settings.mode,
+            report=f"/report/{live.id}" if live.audit_dir else None,
+            models=session.result.models)
+
+        async def until_closed(_tracker: TurnTracker, _task: Any) -> None:
+            await live.transport.closed.wait()
+
+        await session.run(until_closed)
+
+    def _attach(self, live: LiveSession, tracker: TurnTracker) -> None:
+        transport = live.transport
+
+        def on_event(kind: str, data: dict[str, Any]) -> None:
+            if kind == "stt.final" and data.get("text"):
+                from pipecat.utils.time import time_now_iso8601
+
+                transport.post_transcription(data["text"], time_now_iso8601())
+            if kind == "moderation.verdict" and not (data.get("verdict") or {}).get("allowed", True):
+                self.metrics.moderation_blocks.labels(str(data.get("stage", "?"))).inc()
+            if kind in FORWARDED_EVENTS:
+                transport.post_message("event", kind=kind, data=data)
+
+        def on_turn(turn: Turn) -> None:
+            if turn.index == 0:
+                return
+            self.metrics.turns.inc()
+            timings = turn.timings()
+            if timings.get("v2v_ms") is not None:
+                self.metrics.v2v.observe(timings["v2v_ms"] / 1000.0)
+            if turn.refused:
+                self.metrics.refused_turns.inc()
+            transport.post_message("turn", **_turn_message(turn))
+
+        tracker.event_listeners.append(on_event)
+        tracker.turn_listeners.append(on_turn)
+
+
+def _turn_message(turn: Turn) -> dict[str, Any]:
+    return {
+        "turn": turn.index,
+        "user": turn.transcript,
+        "said": turn.spoken_text,
+        "generated": turn.generated,
+        "interrupted": turn.interrupted,
+        "refused": turn.refused,
+        "input_verdict": turn.input_verdict,
+        "output_verdicts": turn.output_verdicts,
+        "timings": turn.timings(),
+        "errors": turn.errors,
+    }
