@@ -94,6 +94,14 @@ def get(url: str) -> tuple[int, str, str]:
         return e.code, e.headers.get("Content-Type", ""), e.read().decode()
 
 
+def wait_idle(srv: ServerThread, timeout: float = 20.0) -> None:
+    """Sessions of earlier tests finish closing in the background: wait until none runs."""
+    deadline = time.monotonic() + timeout
+    while srv.server.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not srv.server.sessions
+
+
 async def ask(client: VoiceClient, speech: np.ndarray, *, wait_secs: float = 12.0) -> dict:
     """Say ``speech`` then keep the mic open (silence) until a turn message comes back."""
     await client.wait_session()
@@ -203,6 +211,8 @@ def test_audio_faster_than_real_time_is_refused(server):
 def test_admission_persona_and_isolation(server, question, transcriber):
     """max_sessions = 2: the third connection is refused with 1013; a client killed mid-reply leaves the
     other session's answer intact and its own audit log verifying."""
+
+    wait_idle(server)
 
     async def go():
         a = await VoiceClient(server.ws + "?persona=pirate").connect()

@@ -62,18 +62,19 @@ class ClientLog:
         return self.of_type("turn")
 
     def track(self, rate: int = 24000) -> np.ndarray:
-        """What the client played, as one float32 track from the connection's start."""
+        """What the client played, as one float32 track from the first bot audio on."""
         if not self.played:
             return np.zeros(0, dtype=np.float32)
+        t0 = self.played[0].start
         end = max(p.start + len(p.samples) / p.rate for p in self.played)
-        out = np.zeros(int(end * rate) + 1, dtype=np.float32)
+        out = np.zeros(int((end - t0) * rate) + 1, dtype=np.float32)
         for p in self.played:
             s = p.samples.astype(np.float32) / 32768.0
             if p.rate != rate:
                 import soxr
 
                 s = soxr.resample(s, p.rate, rate)
-            i = int(round(p.start * rate))
+            i = int(round((p.start - t0) * rate))
             out[i:i + len(s)] += s[: len(out) - i]
         return out
 
