@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -11,6 +11,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bot.errors import VoicebotError
+from bot.signals import exit_code_for, finish, interrupted_by, run_until_stopped
+from bot.signals import install as install_signal_handlers
 
 app = typer.Typer(
     help="voicebot: a voice bot that runs as a moderated STT -> LLM -> TTS cascade or on an end-to-end "
@@ -114,7 +116,8 @@ def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int
         for stage, desc in session.result.models.items():
             typer.echo(f"  {stage}: {desc}")
 
-    result = asyncio.run(run_file(settings, persona_obj, input_path, output_path, on_session=attach))
+    result = run_until_stopped(lambda stop: run_file(settings, persona_obj, input_path, output_path,
+                                                     on_session=attach))
     typer.echo(f"reply written to {result.reply_path} ({result.reply_secs:.1f} s, same timeline as the input)")
     if result.audit_dir:
         typer.echo(f"audit log: {result.audit_dir}")
@@ -370,7 +373,8 @@ def replay(
             lambda t: typer.echo(f"  replay turn {t.index}: {t.transcript or '(nothing recognised)'!r} -> "
                                  f"{t.spoken_text or '(no reply)'!r}", err=True))
 
-    result = asyncio.run(run_replay(settings, persona_obj, directory, force=force, on_session=attach))
+    result = run_until_stopped(lambda stop: run_replay(settings, persona_obj, directory, force=force,
+                                                       on_session=attach))
     if json_out:
         typer.echo(json.dumps({**result.diff, "errors": result.errors}, indent=2, ensure_ascii=False))
     else:
@@ -411,10 +415,7 @@ def discord_cmd(
         typer.echo(f"[turn {turn.index}] bot: {turn.spoken_text or '(no reply)'}"
                    + (" [interrupted]" if turn.interrupted else ""))
 
-    try:
-        asyncio.run(run_bot(settings, persona_obj, turn_listeners=[show]))
-    except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
+    run_until_stopped(lambda stop: run_bot(settings, persona_obj, turn_listeners=[show]))
 
 
 @app.command("serve")
@@ -455,14 +456,27 @@ def serve_cmd(
 
 
 def main() -> None:
+    install_signal_handlers()  # SIGTERM behaves exactly like SIGINT (bot/signals.py)
+    code = 0
     try:
         app()
     except VoicebotError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("stopped", err=True)
-        sys.exit(130)
+        code = 2
+    except KeyboardInterrupt as exc:  # outside typer's own handling
+        code = exit_code_for(exc)
+        typer.echo(f"stopped ({signal.Signals(code - 128).name})", err=True)
+    except SystemExit as exc:
+        signum = interrupted_by()
+        if exc.code == 130 and signum is not None:  # typer's exit for any KeyboardInterrupt
+            typer.echo(f"stopped ({signal.Signals(signum).name})", err=True)
+            code = 128 + signum
+        elif isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            typer.echo(str(exc.code), err=True)
+            code = 1
+    finish(code)  # skip the interpreter's slow (and, with livekit, crash-prone) native teardown
 
 
 if __name__ == "__main__":

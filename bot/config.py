@@ -40,7 +40,8 @@ class STTConfig(_Section):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
     beam_size: int = Field(default=1, ge=1, le=10)
-    cpu_threads: int = Field(default=0, ge=0, description="0 = let CTranslate2 decide.")
+    cpu_threads: int = Field(default=0, ge=0, description="CTranslate2 threads; 0 = the CPU plan (bot/cpu.py: "
+                                                          "cores / concurrent sessions).")
     window_secs: int = Field(default=5, ge=5, le=30, description="Encoder window for one turn: shorter is "
                                                               "faster; 30 is Whisper's own window.")
 
@@ -56,7 +57,8 @@ class LLMConfig(_Section):
     api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=120, ge=1)
-    n_threads: int = Field(default=0, ge=0, description="embedded: llama.cpp threads; 0 = all cores.")
+    n_threads: int = Field(default=0, ge=0, description="embedded: llama.cpp threads; 0 = the CPU plan "
+                                                        "(bot/cpu.py: cores / concurrent sessions).")
     n_ctx: int = Field(default=2048, ge=256)
     script: list[str] = Field(default_factory=list, description="scripted: replies, one per turn, in order.")
     keep_alive: str = Field(default="30m", description="ollama: how long the server keeps the model loaded "

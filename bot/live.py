@@ -2,13 +2,14 @@
 
 Ctrl-C (SIGINT) or SIGTERM ends the session cleanly: what the bot is saying is interrupted, the
 pipeline gets its EndFrame, the devices are closed, the last turn is finished and the audit log is
-closed (``Session.run`` does the last two in its ``finally``). A second Ctrl-C stops without waiting.
+closed (``Session.run`` does the last two in its ``finally``); the exit code is 130 (SIGINT) or 143
+(SIGTERM). If that takes longer than ``bot.signals.DEFAULT_GRACE_SECS`` the session is cancelled (audit log
+still closed); a second signal cancels at once. See :mod:`bot.signals`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Callable
 
@@ -19,80 +20,49 @@ from bot.config import Settings
 from bot.echo import resolve_policy
 from bot.persona import Persona
 from bot.session import Session, SessionResult
+from bot.signals import DEFAULT_GRACE_SECS, Stop, run_until_stopped
 from bot.turns import TurnTracker
 
 
-class LiveStop:
-    """What ends a live session: the first Ctrl-C asks for a clean stop, the second cancels."""
+def until_stopped(stop: Stop):
+    """Session stop condition: once a stop is requested, cut what the bot is saying (as a barge-in would)
+    so the EndFrame does not wait behind a long answer."""
 
-    def __init__(self) -> None:
-        self.requested = asyncio.Event()
-        self.presses = 0
-        self._main: asyncio.Task | None = None
+    async def condition(tracker: TurnTracker, task: PipelineWorker) -> None:
+        await stop.requested.wait()
+        if tracker.bot_speaking or tracker.llm_running:
+            await task.queue_frame(InterruptionFrame())
+            await asyncio.sleep(0.2)
 
-    def press(self) -> None:
-        self.presses += 1
-        if self.presses == 1:
-            self.requested.set()
-        elif self._main is not None:
-            self._main.cancel()
-
-    @contextlib.contextmanager
-    def installed(self):
-        """Route SIGINT/SIGTERM to :meth:`press` while the session runs (where the platform allows)."""
-        loop = asyncio.get_running_loop()
-        self._main = asyncio.current_task()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.press)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
-                pass
-        try:
-            yield self
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    def condition(self):
-        async def stop(tracker: TurnTracker, task: PipelineWorker) -> None:
-            await self.requested.wait()
-            if tracker.bot_speaking or tracker.llm_running:
-                # Don't make the EndFrame wait behind a long answer: stop it the way a barge-in would.
-                await task.queue_frame(InterruptionFrame())
-                await asyncio.sleep(0.2)
-
-        return stop
+    return condition
 
 
 async def run_live(settings: Settings, persona: Persona, *, on_session: Callable[[Session], None] | None = None,
                    on_listening: Callable[[Session], None] | None = None,
-                   stopper: LiveStop | None = None) -> SessionResult:
-    """Talk through the configured microphone and speaker until Ctrl-C (or ``stopper.press()``)."""
+                   stop: Stop) -> SessionResult:
+    """Talk through the configured microphone and speaker until a stop is requested (``stop.request()``:
+    SIGINT or SIGTERM through :func:`bot.signals.run_until_stopped`)."""
     from bot.transports.local import LocalAudioTransport
 
-    stopper = stopper or LiveStop()
-    with stopper.installed():
-        transport = LocalAudioTransport(settings.transport)  # opens both devices or fails in one line
-        try:
-            session = Session(settings, persona, transport)
-            if on_session is not None:
-                on_session(session)
-            watcher = None
-            if on_listening is not None:
-                async def announce() -> None:
-                    await transport.listening.wait()
-                    on_listening(session)
+    transport = LocalAudioTransport(settings.transport)  # opens both devices or fails in one line
+    try:
+        session = Session(settings, persona, transport)
+        if on_session is not None:
+            on_session(session)
+        watcher = None
+        if on_listening is not None:
+            async def announce() -> None:
+                await transport.listening.wait()
+                on_listening(session)
 
-                watcher = asyncio.create_task(announce(), name="voicebot-listening")
-            try:
-                return await session.run(stopper.condition())
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
+            watcher = asyncio.create_task(announce(), name="voicebot-listening")
+        try:
+            return await session.run(until_stopped(stop))
         finally:
-            transport.close()
+            if watcher is not None:
+                watcher.cancel()
+    finally:
+        transport.close()
 
 
 def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, echo: Callable[..., None]) -> int:
@@ -119,18 +89,14 @@ def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, ech
     def listening(session: Session) -> None:
         echo("listening: speak now (Ctrl-C to stop)")
 
-    stopper = LiveStop()
-    try:
-        result = asyncio.run(run_live(settings, persona, on_session=attach, on_listening=listening,
-                                      stopper=stopper))
-    except asyncio.CancelledError:  # a second Ctrl-C
-        echo("stopped without waiting (second Ctrl-C)", err=True)
-        return 130
+    stop = Stop()
+    result = run_until_stopped(lambda stop: run_live(settings, persona, on_session=attach, on_listening=listening,
+                                                     stop=stop), grace_secs=DEFAULT_GRACE_SECS, stop=stop)
     if result.audit_dir:
         echo(f"audit log: {result.audit_dir}")
-    if not stopper.requested.is_set():
+    if stop.signum is None:
         reason = result.errors[0] if result.errors else "the audio devices stopped"
         echo(f"error: the session ended on its own: {reason}", err=True)
         return 1
-    echo(f"stopped after {len(result.turns)} turn(s)")
-    return 0
+    echo(f"stopped after {len(result.turns)} turn(s) ({signal.Signals(stop.signum).name})")
+    return stop.exit_code

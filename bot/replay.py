@@ -166,6 +166,9 @@ def _make_transport(segments: list[Segment], *, in_rate: int, out_rate: int, max
     class ReplayInputTransport(FileInputTransport):
         """Feeds each segment at real-time pace, then silence until the bot has answered it."""
 
+        drop_source = "replay"
+        skipping_drops_audio = False  # it feeds from its own position: a skip delays the audio, loses none
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.tracker: Any = None

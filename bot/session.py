@@ -17,6 +17,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from bot.audit import AuditWriter
 from bot.audit_sink import AuditSink, session_header
 from bot.config import Settings
+from bot.cpu import session_scope
 from bot.errors import VoicebotError
 from bot.persona import Persona
 from bot.recorder import AudioRecorder
@@ -76,12 +77,17 @@ class Session:
         self.audit = AuditWriter.open(self.settings.audit.dir, header, store_audio=self.settings.audit.store_audio)
         AuditSink(self.audit, self.tracker, self.recorder)
         self.result.audit_dir = self.audit.dir
+        drops = getattr(self.transport.input(), "drops", None)  # bounded inputs (bot/transports/overload.py)
+        if drops is not None:
+            audit = self.audit
+            drops.listeners.append(lambda event: audit.record("audio.dropped", event.as_record()))
 
     async def run(self, stop_when: StopCondition) -> SessionResult:
         self.open_audit()
         reason = "ended"
         try:
-            return await self._run(stop_when)
+            with session_scope(self.audit.session_id if self.audit is not None else f"session-{id(self):x}"):
+                return await self._run(stop_when)
         except BaseException as exc:
             reason = "interrupted" if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else \
                 f"error: {type(exc).__name__}"

@@ -25,7 +25,7 @@ from typing import Any
 from openai import NotGiven
 from openai.types.chat import ChatCompletionChunk
 
-from bot.cpu import SPEECH_FIRST
+from bot.cpu import SCHEDULER, SPEECH_FIRST, ModelPool, Work, current_session, thread_plan
 
 
 def _given(value: Any, default: Any = None) -> Any:
@@ -46,14 +46,12 @@ class _ThreadStream:
     """Async iterator over chunks produced by a blocking generator running on its own thread.
 
     Closing it (pipecat does so when the user interrupts) tells the thread to stop after the current
-    token; the lock makes the next request wait until the previous generation has really stopped, since
-    a llama.cpp context can only run one generation at a time.
+    token. ``produce`` holds its llama.cpp context for as long as it runs (a context can only run one
+    generation at a time), so the next request on that context waits until this one has really stopped.
     """
 
-    def __init__(self, produce: Callable[[threading.Event], Iterator[ChatCompletionChunk]],
-                 lock: threading.Lock) -> None:
+    def __init__(self, produce: Callable[[threading.Event], Iterator[ChatCompletionChunk]]) -> None:
         self._produce = produce
-        self._lock = lock
         self._stop = threading.Event()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
@@ -68,16 +66,15 @@ class _ThreadStream:
             self._stop.set()
 
     def _run(self) -> None:
-        with self._lock:
-            try:
-                for chunk in self._produce(self._stop):
-                    if self._stop.is_set():
-                        break
-                    self._put(chunk)
-            except BaseException as exc:  # surfaced to the consumer, which reports it
-                self._put(exc)
-            finally:
-                self._put(self._done)
+        try:
+            for chunk in self._produce(self._stop):
+                if self._stop.is_set():
+                    break
+                self._put(chunk)
+        except BaseException as exc:  # surfaced to the consumer, which reports it
+            self._put(exc)
+        finally:
+            self._put(self._done)
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         return self
@@ -97,22 +94,42 @@ class _ThreadStream:
         self._stop.set()
 
 
-@functools.lru_cache(maxsize=2)
-def _llama(model_path: str, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
-    """One loaded model per process and setting, with the lock that serializes its generations."""
-    from llama_cpp import Llama  # imported here: loading the native library takes a moment
+@functools.lru_cache(maxsize=4)
+def _llama_pool(model_path: str, n_ctx: int, n_threads: int, size: int) -> ModelPool[Any]:
+    """The process's llama.cpp contexts for one model and setting: up to ``size`` (the CPU plan's slots),
+    shared by every session, handed out fairly (bot/cpu.py)."""
 
-    kwargs: dict[str, Any] = {"model_path": model_path, "n_ctx": n_ctx, "verbose": False}
-    if n_threads:
-        kwargs["n_threads"] = n_threads
-    return Llama(**kwargs), threading.Lock()
+    def load() -> Any:
+        from llama_cpp import Llama  # imported here: loading the native library takes a moment
+
+        return Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                     verbose=False)
+
+    return ModelPool(load, size)
+
+
+def _steps(generation: Iterator[Any], session: str) -> Iterator[Any]:
+    """Each step of a llama.cpp generation (the prompt, then every token) as one job on the CPU scheduler,
+    after any speech being synthesized (bot/cpu.py)."""
+    while True:
+        SPEECH_FIRST.wait_turn()
+        with SCHEDULER.job(Work.LLM, session=session):
+            raw = next(generation, None)
+        if raw is None:
+            return
+        yield raw
 
 
 class LlamaChatClient:
-    """``client.chat.completions.create`` backed by an in-process llama.cpp model."""
+    """``client.chat.completions.create`` backed by an in-process llama.cpp model.
+
+    Threads: ``n_threads`` if given, else the CPU plan's (:func:`bot.cpu.thread_plan`)."""
 
     def __init__(self, model_path: str, *, n_ctx: int = 2048, n_threads: int = 0) -> None:
-        self.llama, self._lock = _llama(model_path, n_ctx, n_threads)
+        plan = thread_plan()
+        self.n_threads = n_threads or plan.llm
+        self._pool = _llama_pool(model_path, n_ctx, self.n_threads, plan.slots)
+        self._pool.first()  # load now: a bad file fails while the session is built
         self.model_name = model_path.rsplit("/", 1)[-1]
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
 
@@ -127,16 +144,23 @@ class LlamaChatClient:
         }
         llama_args = {k: v for k, v in llama_args.items() if v is not None}
         model = self.model_name
+        session = current_session()  # the generation runs on a thread of its own: take the session along
 
         def produce(stop: threading.Event) -> Iterator[ChatCompletionChunk]:
-            for raw in self.llama.create_chat_completion(**llama_args):
-                if stop.is_set():
-                    return
-                SPEECH_FIRST.wait_turn()  # the voice being synthesized comes first (bot/cpu.py)
-                raw.setdefault("model", model)
-                yield ChatCompletionChunk.model_validate(raw)
+            with self._pool.use(session=session) as llama:
+                generation = llama.create_chat_completion(**llama_args)
+                try:
+                    for raw in _steps(iter(generation), session):
+                        if stop.is_set():
+                            return
+                        raw.setdefault("model", model)
+                        yield ChatCompletionChunk.model_validate(raw)
+                finally:
+                    close = getattr(generation, "close", None)
+                    if close is not None:  # finish with the context before another request gets it
+                        close()
 
-        return _ThreadStream(produce, self._lock)
+        return _ThreadStream(produce)
 
 
 class ScriptedChatClient:

@@ -14,6 +14,7 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from bot.config import STTConfig
+from bot.cpu import SCHEDULER, Work, thread_plan
 from bot.errors import VoicebotError
 from bot.services import models
 
@@ -55,7 +56,7 @@ class VoiceWhisperSTTService(WhisperSTTService):
         from faster_whisper.tokenizer import Tokenizer
 
         self._model = _whisper_model(str(self._settings.model), self._device, self._compute_type,
-                                     self._cpu_threads)
+                                     self._cpu_threads or thread_plan().stt)
         language = str(self._settings.language) if self._settings.language else "en"
         self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
                                     task="transcribe", language=language)
@@ -73,7 +74,11 @@ class VoiceWhisperSTTService(WhisperSTTService):
         return self._tokenizer.decode(result.sequences_ids[0]).strip(), result.no_speech_prob
 
     def transcribe_pcm(self, audio: bytes) -> str:
-        """Blocking: 16-bit mono PCM at the pipeline rate -> text."""
+        """Blocking: 16-bit mono PCM at the pipeline rate -> text. One job on the CPU scheduler (bot/cpu.py)."""
+        with SCHEDULER.job(Work.STT):
+            return self._transcribe(audio)
+
+    def _transcribe(self, audio: bytes) -> str:
         from faster_whisper.transcribe import get_compression_ratio
 
         samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0

@@ -65,6 +65,7 @@ REPLY_WAIT_SECS = 10.0
 
 
 class DiscordInputTransport(PacedInputTransport):
+    drop_source = "discord"
     resync_after_secs = 1.0  # a live call: after a blocked second, don't burst to catch up
 
     def __init__(self, owner: DiscordTransport, params: TransportParams, **kwargs) -> None:

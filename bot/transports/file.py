@@ -70,6 +70,7 @@ class SessionClock:
 
 
 class FileInputTransport(PacedInputTransport):
+    drop_source = "file"
     def __init__(self, samples: np.ndarray, clock: SessionClock, params: TransportParams, **kwargs) -> None:
         kwargs.setdefault("feeder_name", "file-input-feeder")
         super().__init__(clock, params, **kwargs)

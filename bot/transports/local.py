@@ -39,6 +39,7 @@ from bot.config import TransportConfig
 from bot.echo import CAPTURED_AT, EchoReference
 from bot.errors import VoicebotError
 from bot.transports.file import SessionClock
+from bot.transports.overload import CATCH_UP_SECS, MAX_BUFFER_SECS, AudioRing, BoundedInput
 
 BLOCK_SECS = 0.02
 """Both streams exchange audio with PortAudio in blocks of this length."""
@@ -228,24 +229,37 @@ def _to_mono(data: bytes, channels: int) -> np.ndarray:
     return samples
 
 
-class LocalAudioInputTransport(BaseInputTransport):
-    """The microphone: 20 ms blocks from PortAudio, resampled to the pipeline rate, pushed as they come."""
+class LocalAudioInputTransport(BoundedInput, BaseInputTransport):
+    """The microphone: 20 ms blocks from PortAudio, resampled to the pipeline rate, pushed as they come.
+
+    Bounded (:mod:`bot.transports.overload`): PortAudio's thread puts each block in an :class:`AudioRing`
+    holding at most ``MAX_BUFFER_SECS`` (the oldest blocks are dropped beyond it), and the pump takes them
+    out no faster than real time (plus ``CATCH_UP_SECS``) and only while pipecat's input queue keeps up.
+    A device that delivers faster than real time therefore costs dropped audio, not memory."""
+
+    drop_source = "microphone"
 
     def __init__(self, transport: LocalAudioTransport, params: TransportParams, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self._transport = transport
-        self._queue: asyncio.Queue[tuple[float, bytes]] | None = None
+        self._ring: AudioRing[tuple[float, bytes]] = AudioRing(MAX_BUFFER_SECS, self.drops)
+        self._ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task | None = None
         self._resampler: soxr.ResampleStream | None = None
         self._pending = np.zeros(0, dtype=np.int16)
 
     def callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
-        loop, queue = self._loop, self._queue
-        if loop is None or queue is None:
+        if self._loop is None:
+            return
+        self._ring.put((time.monotonic(), bytes(indata)), frames / self._transport.mic.rate)
+
+    def _wake(self) -> None:  # any thread: the ring got its first block
+        loop = self._loop
+        if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(queue.put_nowait, (time.monotonic(), bytes(indata)))
+            loop.call_soon_threadsafe(self._ready.set)
         except RuntimeError:  # the loop is closing
             pass
 
@@ -254,19 +268,31 @@ class LocalAudioInputTransport(BaseInputTransport):
         if self._pump_task is None:
             stream = self._transport.mic
             self._loop = asyncio.get_running_loop()
-            self._queue = asyncio.Queue()
+            self._ring.wake = self._wake
             self._resampler = soxr.ResampleStream(stream.rate, self.sample_rate, 1, dtype="int16", quality="HQ")
             self._pump_task = self.create_task(self._pump(), name="mic-pump")
             _start(stream, "microphone", "transport.input_device")
         await self.set_transport_ready(frame)
 
+    async def _next_block(self) -> tuple[float, bytes]:
+        while True:
+            item = self._ring.pop()
+            if item is not None:
+                return item
+            self._ready.clear()
+            if len(self._ring):  # a block came between pop() and clear()
+                continue
+            await self._ready.wait()
+
     async def _pump(self) -> None:
-        assert self._queue is not None and self._resampler is not None
+        assert self._resampler is not None
         stream = self._transport.mic
         rate = self.sample_rate
         block = int(rate * BLOCK_SECS)
-        while True:
-            captured_at, data = await self._queue.get()
+        loop = asyncio.get_running_loop()
+        t0, pushed = loop.time(), 0.0  # real-time pace: audio pushed may run ahead of the wall clock by
+        while True:                    # CATCH_UP_SECS at most
+            captured_at, data = await self._next_block()
             if self._transport.clock.t0 is None:
                 self._transport.clock.start()
             samples = self._resampler.resample_chunk(_to_mono(data, stream.channels))
@@ -275,7 +301,18 @@ class LocalAudioInputTransport(BaseInputTransport):
                 chunk, self._pending = self._pending[:block], self._pending[block:]
                 frame = InputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)
                 frame.metadata[CAPTURED_AT] = captured_at
+                while self.behind:  # the pipeline has not taken what it got; the ring drops meanwhile
+                    self._ring.reason = "pipeline-behind"
+                    await asyncio.sleep(BLOCK_SECS)
+                self._ring.reason = "input-faster-than-real-time"
                 await self.push_audio_frame(frame)
+                pushed += BLOCK_SECS
+                now = loop.time()
+                if t0 + pushed < now - CATCH_UP_SECS:  # the device fell behind (or started late): no debt
+                    t0, pushed = now - CATCH_UP_SECS, 0.0
+                ahead = t0 + pushed - now - CATCH_UP_SECS
+                if ahead > 0:  # faster than real time: the device is not a real-time clock
+                    await asyncio.sleep(ahead)
             if not self._transport.listening.is_set():
                 self._transport.listening.set()
 
@@ -284,6 +321,8 @@ class LocalAudioInputTransport(BaseInputTransport):
         if self._pump_task is not None:
             await self.cancel_task(self._pump_task)
             self._pump_task = None
+        self._ring.clear()
+        self.drops.flush()
 
     async def stop(self, frame: EndFrame) -> None:
         await self._stop()
