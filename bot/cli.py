@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sys
@@ -183,8 +184,8 @@ def chat(
         typer.echo(text, nl=False)
 
     try:
-        audit_dir = asyncio.run(run_chat(settings, persona_obj, stdin_line, write,
-                                         prompt="you> " if interactive else ""))
+        audit_dir = run_until_stopped(lambda stop: run_chat(settings, persona_obj, stdin_line, write,
+                                                            prompt="you> " if interactive else ""))
     except KeyboardInterrupt:
         typer.echo("", err=True)
         return
@@ -434,11 +435,13 @@ def serve_cmd(
     """Serve many voice sessions in one process: WebSocket /ws (pipecat protobuf frames), the browser
     client at /, /healthz and /metrics (see docs/server.md). SIGTERM drains."""
     _setup_logging(verbose)
+    from bot.cpu import set_sessions
     from bot.preflight import preflight
     from bot.server import VoicebotServer
 
     flags = {"server.host": host, "server.port": port, "server.max_sessions": max_sessions}
     settings = _settings(config, persona, mode, set_, **flags)
+    set_sessions(settings.server.max_sessions)  # threads per model runtime for this many sessions (bot/cpu.py)
     server = VoicebotServer(settings)
     preflight(settings)
     typer.echo(f"voicebot serve: mode={settings.mode} personas={','.join(server.personas)} "
