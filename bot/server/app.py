@@ -19,6 +19,7 @@ import contextlib
 import hmac
 import http
 import ipaddress
+import logging
 import os
 import secrets
 import signal
@@ -67,6 +68,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _quiet_ws_logger() -> logging.Logger:
+    """The websockets library logs every aborted handshake (browsers open and drop speculative connections)
+    with a traceback; sessions report their own errors, so its log stays quiet."""
+    log = logging.getLogger("voicebot.server.websockets")
+    log.setLevel(logging.CRITICAL)
+    log.propagate = False
+    log.addHandler(logging.NullHandler())
+    return log
 
 
 @dataclass
@@ -142,6 +153,7 @@ class VoicebotServer:
             write_limit=64 * 1024,
             ping_interval=20, ping_timeout=20,
             server_header="voicebot",
+            logger=_quiet_ws_logger(),
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]

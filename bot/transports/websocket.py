@@ -104,6 +104,8 @@ class WebsocketTransport(BaseTransport):
         self.serializer = ProtobufFrameSerializer()
         self.closed = asyncio.Event()
         self.close_reason: CloseReason | None = None
+        self.opened_at = time.monotonic()
+        """Audio can't have been recorded before the connection opened: the real-time check counts from here."""
         self._params = TransportParams(
             audio_in_enabled=True, audio_in_sample_rate=limits.sample_rate,
             audio_out_enabled=True, audio_out_sample_rate=out_rate,
@@ -215,7 +217,7 @@ class WebsocketInputTransport(BaseInputTransport):
         t = self._t
         limits = t.limits
         window_start, window_count = time.monotonic(), 0
-        first_audio: float | None = None
+        t.clock.start()
         try:
             async for message in t.conn:
                 now = time.monotonic()
@@ -243,12 +245,8 @@ class WebsocketInputTransport(BaseInputTransport):
                     if problem:
                         await t.close(CloseReason(UNSUPPORTED, problem))
                         return
-                    secs = len(frame.audio) / 2 / limits.sample_rate
-                    if first_audio is None:
-                        first_audio = now
-                        t.clock.start()
-                    t.counters.audio_in_secs += secs
-                    if t.counters.audio_in_secs > (now - first_audio) + limits.max_audio_burst_secs:
+                    t.counters.audio_in_secs += len(frame.audio) / 2 / limits.sample_rate
+                    if t.counters.audio_in_secs > (now - t.opened_at) + limits.max_audio_burst_secs:
                         await t.close(CloseReason(POLICY, "audio arrives faster than real time: send it as it "
                                                           "is recorded"))
                         return

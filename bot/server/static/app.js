@@ -56,7 +56,7 @@ function decodeFrame(data) {
 const $ = (id) => document.getElementById(id);
 const IN_RATE = 16000, BLOCK = 320;  // 20 ms
 const state = {ws: null, capture: null, play: null, nextTime: 0, sources: [], turns: {}, played: [],
-               playedRate: 24000, session: null, closed: null, events: []};
+               playedRate: 24000, session: null, closed: null, events: [], sentSecs: 0, startedAt: 0};
 window.voicebot = state;  // read by tests and curious users
 
 function turnBox(n) {
@@ -157,6 +157,7 @@ state.playedSamples = () => {
 
 async function start() {
   $("start").disabled = true;
+  state.session = null;
   const params = new URLSearchParams(location.search);
   const mic = await navigator.mediaDevices.getUserMedia({audio: {
     echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1}});
@@ -174,15 +175,23 @@ async function start() {
   state.ws = ws;
   let pending = new Int16Array(0);
   node.port.onmessage = (e) => {
-    if (ws.readyState !== WebSocket.OPEN) return;
+    // Nothing is sent before the session is ready (its "session" message): that speech would be stale.
+    if (ws.readyState !== WebSocket.OPEN || !state.session) return;
     const block = e.data, merged = new Int16Array(pending.length + block.length);
     merged.set(pending);
     for (let i = 0; i < block.length; i++) merged[pending.length + i] = Math.max(-1, Math.min(1, block[i])) * 32767;
     let i = 0;
-    for (; i + BLOCK <= merged.length; i += BLOCK) ws.send(encodeAudio(merged.slice(i, i + BLOCK), IN_RATE));
+    for (; i + BLOCK <= merged.length; i += BLOCK) {
+      ws.send(encodeAudio(merged.slice(i, i + BLOCK), IN_RATE));
+      state.sentSecs += BLOCK / IN_RATE;
+    }
     pending = merged.slice(i);
   };
-  ws.onopen = () => { $("status").textContent = "connected"; $("stop").disabled = false; };
+  ws.onopen = () => {
+    $("status").textContent = "connected";
+    $("stop").disabled = false;
+    state.startedAt = performance.now();
+  };
   ws.onmessage = (e) => {
     const f = decodeFrame(e.data);
     if (f.kind === "audio") playAudio(f);
