@@ -385,6 +385,53 @@ def replay(
         _fail(f"the replay had errors: {result.errors[0]}", code=1)
 
 
+@app.command()
+def compare(
+    input: Annotated[list[Path], typer.Option("--input", "-i", help="A recording (WAV/FLAC/OGG; a .txt beside it "
+                                              "is its reference transcript), a folder of recordings, or an audit "
+                                              "session folder (its recorded user turns). Repeatable.")],
+    mode: Annotated[Optional[list[str]], typer.Option("--mode", help="A mode to run as its own variant "
+                                                       "(pipeline, audio-llm, realtime). Repeatable.")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Another variant: NAME=FILE.toml or "
+                                                          "'NAME:key=value;key=value'. Repeatable.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where the report, the JSON and each "
+                                                    "variant's audit sessions go (default: "
+                                                    "comparisons/<time>).")] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed the replies' audio in the page.")] = True,
+    config: ConfigOpt = None,
+    persona: PersonaOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the same audio through several modes/configurations and write one side-by-side report."""
+    _setup_logging(verbose)
+    import datetime as dt
+
+    from bot.compare.inputs import resolve_inputs
+    from bot.compare.report import summary_table, turns_table, write_outputs
+    from bot.compare.runner import BaseConfig, run_comparison
+    from bot.compare.variants import build_variants
+
+    variants = build_variants(mode, variant)
+    items = resolve_inputs(input)
+    base = BaseConfig(config=config, overrides=_parse_sets(set_), persona=persona)
+    target = out_dir or Path("comparisons") / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / ".write-test").write_text("")
+        (target / ".write-test").unlink()
+    except OSError as exc:
+        _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
+    typer.echo(f"comparing {len(variants)} variant(s) on {len(items)} input(s) -> {target}", err=True)
+    result = asyncio.run(run_comparison(variants, items, base, target, progress=lambda m: typer.echo(m, err=True)))
+    html_path, json_path = write_outputs(result, target, audio=audio)
+    typer.echo(turns_table(result), nl=False)
+    typer.echo(summary_table(result), nl=False)
+    typer.echo(f"report: {html_path}\njson: {json_path}")
+    if not any(r.status == "ok" for r in result.variants):
+        _fail("no variant ran: see the reasons above", code=1)
+
+
 @app.command("discord")
 def discord_cmd(
     channel: Annotated[Optional[int], typer.Option("--channel", help="Voice channel id to join at start-up "

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from bot.realtime.playout import BYTES_PER_MS
+
 SENTENCE_ENDS = ".!?…"
 CLAUSE_ENDS = SENTENCE_ENDS + ",;:—"
 _CLOSERS = "\"')]}”’»"
@@ -122,6 +124,9 @@ class HoldStats:
     first_release: float | None = None
     released_bytes: int = 0
     dropped_bytes: int = 0
+    leaked_bytes: int | None = None
+    """Set when a chunk failed: audio of the response released for playback that no passed check covered
+    (strict: always 0; monitor: what reached the speaker before the failing check came back)."""
     max_wait: float = 0.0
     _weighted_wait: float = field(default=0.0, repr=False)
 
@@ -151,6 +156,8 @@ class HoldStats:
         if self.mean_wait is not None:
             out["holdback_mean_ms"] = round(self.mean_wait * 1000.0, 1)
             out["holdback_max_ms"] = round(self.max_wait * 1000.0, 1)
+        if self.leaked_bytes is not None:
+            out["leaked_ms"] = round(self.leaked_bytes / BYTES_PER_MS, 1)
         return out
 
 
@@ -175,6 +182,8 @@ class HoldBack:
         """Audio with ``deltas_before`` below this is covered by text that passed."""
         self._chunks = 0
         self._passed = 0
+        self._released_unchecked: list[tuple[int, int]] = []
+        """(deltas_before, bytes) of audio released before any passed chunk covered it (monitor mode)."""
 
     # -- input ------------------------------------------------------------------------------------
 
@@ -224,7 +233,11 @@ class HoldBack:
         self.stats.dropped_bytes += dropped
         return dropped
 
-    blocked = drop
+    def blocked(self) -> int:
+        """A chunk failed moderation: note how much unchecked audio was already released (the leak a
+        reviewer must know about), then drop everything held. Returns the bytes dropped."""
+        self.stats.leaked_bytes = sum(p_len for before, p_len in self._released_unchecked if before >= self._cleared)
+        return self.drop()
 
     def release(self, now: float) -> list[Piece]:
         """What may be played now (after :meth:`finish_text`, or to poll)."""
@@ -272,5 +285,7 @@ class HoldBack:
         while self._held and (self.mode == "monitor" or self._held[0].deltas_before < self._cleared):
             piece = self._held.popleft()
             self.stats.note_release(piece, now)
+            if piece.deltas_before >= self._cleared:
+                self._released_unchecked.append((piece.deltas_before, len(piece.pcm)))
             out.append(piece)
         return out

@@ -631,7 +631,7 @@ class RealtimeService(FrameProcessor):
         r.blocked = True
         await self.push_frame(BotSentenceFrame(index=chunk.index, text=chunk.text, fate="blocked",
                                                spoken_instead=refusal))
-        r.hb.drop()
+        r.hb.blocked()
         async with self._out_lock:  # monitor: what has not reached the speaker yet is cut
             self._outbox = deque(o for o in self._outbox if o.key != r.key)
         if r.pending_text is not None:
