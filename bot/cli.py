@@ -482,13 +482,11 @@ def serve_cmd(
     """Serve many voice sessions in one process: WebSocket /ws (pipecat protobuf frames), the browser
     client at /, /healthz and /metrics (see docs/server.md). SIGTERM drains."""
     _setup_logging(verbose)
-    from bot.cpu import set_sessions
     from bot.preflight import preflight
     from bot.server import VoicebotServer
 
     flags = {"server.host": host, "server.port": port, "server.max_sessions": max_sessions}
     settings = _settings(config, persona, mode, set_, **flags)
-    set_sessions(settings.server.max_sessions)  # threads per model runtime for this many sessions (bot/cpu.py)
     server = VoicebotServer(settings)
     preflight(settings)
     typer.echo(f"voicebot serve: mode={settings.mode} personas={','.join(server.personas)} "

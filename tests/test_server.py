@@ -59,9 +59,12 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        from bot.cpu import set_sessions
+
         self.call(self.server.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        set_sessions(1)  # the server sized the process-wide CPU plan for its sessions: undo for other tests
 
 
 def make_settings(tmp: Path, script: list[str], **extra):
@@ -108,7 +111,6 @@ async def ask(client: VoiceClient, speech: np.ndarray, *, wait_secs: float = 12.
     await client.send_silence(0.3)
     n = len(client.log.turns())
     await client.send_audio(speech)
-    client.mark()
     deadline = time.monotonic() + wait_secs
     while len(client.log.turns()) == n and time.monotonic() < deadline and not client.closed.is_set():
         await client.send_silence(0.2)

@@ -35,6 +35,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from bot.config import Settings
+from bot.cpu import set_sessions
 from bot.errors import VoicebotError
 from bot.persona import Persona, load_persona
 from bot.server.metrics import ServerMetrics
@@ -103,6 +104,9 @@ class VoicebotServer:
             raise VoicebotError(f"server.host {cfg.host!r} is not a loopback address: set a secret token in "
                                 f"${cfg.token_env} (server.token_env) before exposing the bot")
         self._token = token.encode() if token else None
+        # Threads per model runtime and the fair scheduler's slots for this many sessions (bot/cpu.py),
+        # before any model is loaded.
+        set_sessions(cfg.max_sessions)
         self.personas = [settings.persona, *[p for p in cfg.personas if p != settings.persona]]
         self.limits = Limits(sample_rate=settings.transport.sample_rate,
                              max_messages_per_sec=cfg.max_messages_per_sec,

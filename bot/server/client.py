@@ -52,8 +52,12 @@ class ClientLog:
     """Seconds of each gap inside a reply."""
     close_code: int | None = None
     close_reason: str = ""
-    first_audio_after: list[float] = field(default_factory=list)
-    """Arrival time of the first bot audio frame after each mark (see :meth:`VoiceClient.mark`)."""
+    arrivals: list[float] = field(default_factory=list)
+    """Arrival time (seconds since connecting) of every bot audio frame."""
+
+    def first_audio_after(self, t: float) -> float | None:
+        """Arrival of the first bot audio frame at or after ``t``."""
+        return next((a for a in self.arrivals if a >= t), None)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m.get("type") == kind]
@@ -93,7 +97,6 @@ class VoiceClient:
         self._reader: asyncio.Task | None = None
         self.closed = asyncio.Event()
         self.session: dict[str, Any] | None = None
-        self._marks: list[float] = []
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -126,10 +129,6 @@ class VoiceClient:
                 raise TimeoutError("no session message")
             await asyncio.sleep(0.02)
         return self.session
-
-    def mark(self) -> None:
-        """Note 'the user just stopped speaking': the next bot audio's arrival is recorded against it."""
-        self._marks.append(self.now())
 
     async def send_audio(self, samples: np.ndarray, rate: int = 16000) -> None:
         """Stream float32 mono ``samples`` in 20 ms frames at real-time pace."""
@@ -180,8 +179,7 @@ class VoiceClient:
             samples = np.frombuffer(frame.audio, dtype="<i2")
             if frame.num_channels > 1:
                 samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
-            if len(self.log.first_audio_after) < len(self._marks):
-                self.log.first_audio_after.append(now)
+            self.log.arrivals.append(now)
             dry = now - self._cursor
             new_reply = now - self._last_arrival >= REPLY_GAP_SECS or self._cursor == 0
             if not new_reply and dry > UNDERRUN_TOLERANCE_SECS:
