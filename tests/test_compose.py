@@ -30,7 +30,8 @@ COMPOSE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 PREFIX = "VOICEBOT_"
-SPECIAL_ENV = {"VOICEBOT_CONFIG"}  # read by load_settings itself (the TOML file), not a schema field
+SPECIAL_ENV = {"VOICEBOT_CONFIG",  # read by load_settings itself (the TOML file), not a schema field
+               "VOICEBOT_TOKEN"}  # the serve token, named by server.token_env: a secret, never a setting
 DEFAULT_OLLAMA_MODEL = "qwen2.5:0.5b"
 
 
@@ -277,7 +278,7 @@ def test_gpu_profile_serves_an_audio_llm_with_vllm(compose_config):
     assert vllm["profiles"] == ["gpu"] and bot["profiles"] == ["gpu"]
     for name, service in services.items():  # a plain `docker-compose up` starts no GPU service
         if name not in ("vllm", "bot-audio"):
-            assert "profiles" not in service, name
+            assert "gpu" not in service.get("profiles", []), name
 
     # vLLM's official image plus its `audio` extra, at the same version.
     dockerfile = Path(vllm["build"]["context"]) / vllm["build"]["dockerfile"]
@@ -382,3 +383,68 @@ def test_dockerignore_keeps_local_state_out():
     for path in (".venv", ".venv/lib/python3.11/site-packages", ".git", "audits", "io", "demo-reply.wav",
                  ".env", "bot/__pycache__/cli.cpython-311.pyc", ".pytest_cache"):
         assert _dockerignored(path), f".dockerignore does not exclude {path}"
+
+
+# --- (2c) profile "scale": voicebot serve replicas behind HAProxy (docs/server.md) ------------------
+
+HAPROXY_CFG = REPO / "docker" / "haproxy.cfg"
+
+
+def _haproxy_sections(text: str) -> dict[str, list[str]]:
+    """``{"backend bots": [directive lines], ...}`` from an haproxy.cfg, comments dropped."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not raw[0].isspace():
+            current = line.strip()
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(" ".join(line.split()))
+    return sections
+
+
+def test_scale_profile_runs_replicas_behind_a_sticky_proxy(compose_config, clean_env):
+    services = compose_config["services"]
+    bots, proxy = services["bot-serve"], services["proxy"]
+    assert bots["profiles"] == ["scale"] and proxy["profiles"] == ["scale"]
+    assert bots["command"][:1] == ["serve"] and bots["command"][bots["command"].index("--host") + 1] == "0.0.0.0"
+    port = int(bots["command"][bots["command"].index("--port") + 1])
+    assert "ports" not in bots  # reachable through the proxy only
+
+    env = {k: v for k, v in _env_of(bots).items() if k.upper().startswith(PREFIX)}
+    assert "VOICEBOT_TOKEN" in env and env["VOICEBOT_TOKEN"] == ""  # from the caller's env; none baked in
+    problems = [err for err in map(schema_env_key_error, env) if err]
+    assert not problems, "\n".join(problems)
+    for key, value in env.items():
+        if key not in SPECIAL_ENV:
+            clean_env.setenv(key, value)
+    settings = load_settings()
+    assert settings.server.token_env == "VOICEBOT_TOKEN" and settings.audit.dir == "/data/audits"
+    # Without a token a replica refuses to listen on 0.0.0.0: fail closed.
+    from bot.server import VoicebotServer
+
+    with pytest.raises(VoicebotError, match="VOICEBOT_TOKEN"):
+        VoicebotServer(settings.model_copy(update={"server": settings.server.model_copy(
+            update={"host": "0.0.0.0"})}), token=None)
+    # Docker stops a replica with SIGTERM and waits stop_grace_period before killing: longer than the drain.
+    grace = bots["stop_grace_period"]
+    grace_secs = float(grace[:-1]) * (60 if grace.endswith("m") else 1)
+    assert grace_secs > settings.server.drain_secs
+    assert "/healthz" in " ".join(bots["healthcheck"]["test"])
+
+    mount = next(v for v in map(str, proxy["volumes"]) if "haproxy.cfg" in v)
+    assert Path(mount.split(":")[0]).resolve() == HAPROXY_CFG and mount.split(":")[1].endswith("haproxy.cfg")
+    assert proxy["image"].startswith("haproxy:")
+    cfg = _haproxy_sections(HAPROXY_CFG.read_text())
+    backend = cfg["backend bots"]
+    assert any(d.startswith("cookie ") and " insert " in f"{d} " and d.endswith("dynamic") for d in backend)
+    assert any(d.startswith("dynamic-cookie-key ") for d in backend)  # sticky per browser
+    assert "option httpchk GET /healthz" in backend and "http-check expect status 200" in backend  # drain
+    assert f"server-template bot- 16 bot-serve:{port}" in backend
+    assert "balance leastconn" in backend
+    assert "timeout tunnel 1h" in cfg["defaults"]  # WebSocket sessions outlive the HTTP timeouts
+    published = [str(p) for p in proxy["ports"]]
+    assert any("8080" in p for p in published)
