@@ -432,6 +432,60 @@ def compare(
         _fail("no variant ran: see the reasons above", code=1)
 
 
+@app.command("eval")
+def eval_cmd(
+    suite: Annotated[str, typer.Argument(help="A suite YAML file, or a shipped suite: audio-understanding, "
+                                         "safety, conversation.")],
+    mode: Annotated[Optional[list[str]], typer.Option("--mode", help="A mode to run as its own variant. "
+                                                       "Repeatable (default: the configured mode).")] = None,
+    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Another variant: NAME=FILE.toml or "
+                                                          "'NAME:key=value;key=value'. Repeatable.")] = None,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these scenario ids.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where the report, the JSON, the scenario "
+                                                    "audio and the audit sessions go (default: "
+                                                    "evals/<suite>-<time>).")] = None,
+    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed the replies' audio in the page.")] = True,
+    config: ConfigOpt = None,
+    persona: PersonaOpt = None,
+    set_: SetOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run an evaluation suite across variants and report pass rates per variant."""
+    _setup_logging(verbose)
+    import datetime as dt
+
+    from bot.compare.report import summary_table, write_outputs
+    from bot.compare.runner import BaseConfig
+    from bot.compare.variants import Variant, build_variants
+    from bot.evals.runner import eval_table, run_eval
+    from bot.evals.suite import load_suite
+
+    loaded = load_suite(suite)
+    if only:
+        unknown = sorted(set(only) - {s.id for s in loaded.scenarios})
+        if unknown:
+            _fail(f"--only {', '.join(unknown)}: no such scenario in {loaded.name}")
+        loaded = loaded.model_copy(update={"scenarios": [s for s in loaded.scenarios if s.id in only]})
+    base = BaseConfig(config=config, overrides=_parse_sets(set_), persona=persona)
+    variants = build_variants(mode, variant) if (mode or variant) else \
+        [Variant(name=_settings(config, persona, None, set_).mode)]
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = out_dir or Path("evals") / f"{loaded.name}-{stamp}"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
+    typer.echo(f"eval {loaded.name}: {len(loaded.scenarios)} scenario(s) x {len(variants)} variant(s) -> {target}",
+               err=True)
+    ev = asyncio.run(run_eval(loaded, variants, base, target, progress=lambda m: typer.echo(m, err=True)))
+    html_path, json_path = write_outputs(ev.comparison, target, audio=audio, evaluation=ev)
+    typer.echo(summary_table(ev.comparison), nl=False)
+    typer.echo(eval_table(ev), nl=False)
+    typer.echo(f"report: {html_path}\njson: {json_path}")
+    if not any(r.status == "ok" for r in ev.comparison.variants):
+        _fail("no variant ran: see the reasons above", code=1)
+
+
 @app.command("discord")
 def discord_cmd(
     channel: Annotated[Optional[int], typer.Option("--channel", help="Voice channel id to join at start-up "

@@ -234,6 +234,16 @@ class ServerConfig(_Section):
                                           "then close them with 1012 (reconnect).")
 
 
+class EvalConfig(_Section):
+    """``voicebot eval``: the optional judge model for open questions (any OpenAI-compatible chat server)."""
+
+    judge_model: str = Field(default="", description="Chat model that judges open checks (e.g. gpt-4.1-mini, "
+                                                     "llama3.2 on Ollama); empty = judge checks are skipped.")
+    judge_base_url: str | None = Field(default=None, description="OpenAI-compatible server; empty = OpenAI.")
+    judge_api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
+    judge_timeout_secs: float = Field(default=30.0, gt=0)
+
+
 class AuditConfig(_Section):
     enabled: bool = True
     dir: str = "audits"
@@ -304,6 +314,7 @@ class Settings(BaseSettings):
     realtime: RealtimeConfig = RealtimeConfig()
     discord: DiscordConfig = DiscordConfig()
     server: ServerConfig = ServerConfig()
+    eval: EvalConfig = EvalConfig()
     moderation: ModerationConfig = ModerationConfig()
 
     _toml_file: str | None = None

@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jinja2 import Environment, select_autoescape
 
 from bot.audit.report import CSP, MIME, SCRIPT
 from bot.compare.results import Comparison, TurnOutcome
+
+if TYPE_CHECKING:
+    from bot.evals.runner import Evaluation
 
 MAX_EMBED_BYTES = 16 * 1024 * 1024
 """Clips larger than this are named, not embedded (the page must open)."""
@@ -127,6 +131,19 @@ audio { width:100%; height:32px; }
 <td class="n">{{ "-" if a.reply_similarity is none else "%.2f"|format(a.reply_similarity) }}</td></tr>{% endfor %}
 </table>
 {% endif %}
+{% if ev %}
+<h2>Checks · suite {{ ev.suite }}</h2>
+{% if ev.about %}<p class="muted">{{ ev.about }}</p>{% endif %}
+<table id="passrates"><tr><th>variant</th><th>mode</th><th>passed</th><th>failed</th><th>expected failures</th><th>skipped</th><th>pass rate</th></tr>
+{% for r in ev.pass_rates %}<tr data-variant="{{ r.variant }}"><td>{{ r.variant }}</td><td>{{ r.mode or "-" }}</td><td class="n">{{ r.passed }}</td><td class="n">{{ r.failed }}</td><td class="n">{{ r.expected_failures }}</td><td class="n">{{ r.skipped }}</td><td class="n">{{ "-" if r.rate is none else "%.0f%%"|format(r.rate * 100) }}</td></tr>{% endfor %}
+</table>
+<table id="checks" style="margin-top:10px"><tr><th>scenario</th>{% for r in ev.pass_rates %}<th>{{ r.variant }}</th>{% endfor %}</tr>
+{% for sid in scenario_ids %}<tr data-scenario="{{ sid }}"><td>{{ sid }}</td>
+{% for rate in ev.pass_rates %}{% set res = ev.result(sid, rate.variant) %}<td>{% if res %}<span class="badge {{ 'answered' if res.status == 'pass' else 'error' if res.status == 'fail' else 'silent' }}">{{ res.status }}</span>
+{% if res.expected_failure %}<div class="k">expected to fail: {{ res.expected_failure }}</div>{% endif %}
+<ul class="k">{% for ch in res.checks %}<li>{{ "✔" if ch.passed else "✘" if ch.passed is false else "–" }} {{ ch.check }}{% if ch.detail %} — {{ ch.detail }}{% endif %}</li>{% endfor %}</ul>{% endif %}</td>{% endfor %}</tr>{% endfor %}
+</table>
+{% endif %}
 <h2>Turns</h2>
 {% for key in c.keys() %}
 {% set item = inputs[key[0]] %}
@@ -174,12 +191,13 @@ def _blocked_texts(t: TurnOutcome) -> set[str]:
     return {v.text for v in t.output_verdicts if v.allowed is False and v.text}
 
 
-def report_html(comparison: Comparison, *, audio: bool = True) -> str:
+def report_html(comparison: Comparison, *, audio: bool = True, evaluation: Evaluation | None = None) -> str:
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     template = env.from_string(TEMPLATE)
     input_audio = {i.name: _data_uri(i.path) for i in comparison.inputs if audio and i.kind == "audio"}
     return template.render(
-        c=comparison, csp=CSP, script=SCRIPT, ms=_ms, verdict=_verdict_text, blocked_texts=_blocked_texts,
+        c=comparison, ev=evaluation, csp=CSP, script=SCRIPT, ms=_ms,
+        scenario_ids=list(dict.fromkeys(r.scenario for r in evaluation.results)) if evaluation else [], verdict=_verdict_text, blocked_texts=_blocked_texts,
         inputs={i.name: i for i in comparison.inputs}, input_audio={k: v for k, v in input_audio.items() if v},
         audio=(lambda t: _data_uri(t.bot_audio)) if audio else (lambda t: None))
 
@@ -190,10 +208,13 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
 
 
-def write_outputs(comparison: Comparison, out_dir: Path, *, audio: bool = True) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``comparison.json`` (mode 0600: they hold transcripts and audio)."""
-    html_path, json_path = out_dir / "report.html", out_dir / "comparison.json"
-    _write_private(html_path, report_html(comparison, audio=audio))
-    _write_private(json_path, comparison.model_dump_json(indent=2))
+def write_outputs(comparison: Comparison, out_dir: Path, *, audio: bool = True,
+                  evaluation: Evaluation | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``comparison.json`` (or ``evaluation.json``, which holds the comparison too);
+    mode 0600: they hold transcripts and audio."""
+    html_path = out_dir / "report.html"
+    json_path = out_dir / ("evaluation.json" if evaluation else "comparison.json")
+    _write_private(html_path, report_html(comparison, audio=audio, evaluation=evaluation))
+    _write_private(json_path, (evaluation or comparison).model_dump_json(indent=2))
     return html_path, json_path
 
