@@ -99,6 +99,15 @@ class VADConfig(_Section):
                             "the user goes on (bot/turn_speculation.py).")
     turn_max_secs: float = Field(default=1.0, ge=0.2, le=10.0, description="smart-turn: when the model thinks the "
                                  "user is not done, the turn still ends after this much silence.")
+    unfinished_wait_secs: float = Field(
+        default=1.2, ge=0.0, le=3.0, description="silence: extra wait (once per pause) when the transcript sounds "
+        "unfinished: it ends on a comma, a conjunction, a preposition, an article or a filler (\"and\", \"of\", "
+        "\"the\", \"um\") or has no sentence ending (bot/turn_completion.py). A finished question still ends after "
+        "turn_timeout_secs. 0 = off.")
+    resume_secs: float = Field(
+        default=1.5, ge=0.0, le=5.0, description="silence (pipeline mode): speech that starts this soon after a turn "
+        "ended continues that turn (a false end of turn): its answer is withdrawn (cut if it is playing, removed "
+        "from the LLM context) and the joined turn is answered once. 0 = off.")
 
 
 class TransportConfig(_Section):

@@ -57,3 +57,16 @@ class TurnTimingFrame(SystemFrame):
     realtime hold-back (``holdback_ms``). Turn tracking merges them into ``Turn.timings()``."""
 
     timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TurnResumedFrame(SystemFrame):
+    """The user went on talking within ``vad.resume_secs`` of the end of their turn (a false end of turn):
+    the answer to ``text`` is withdrawn (its playback is cut, and it leaves the LLM context) and what the
+    user says now joins that turn. Broadcast by the end-of-turn strategy (bot/turn_speculation.py) as the
+    new speech starts; turn tracking merges the two and audits the withdrawn answer."""
+
+    text: str = ""
+    """The transcript of the turn that is being continued."""
+    gap_secs: float = 0.0
+    """Turn end -> the resumed speech confirmed by the VAD."""

@@ -13,16 +13,32 @@ Input moderation stays in front: the input gate checks the speculated text and a
 was approved and is still the whole turn; otherwise the speculation is withdrawn and the turn is
 answered (or refused) the ordinary way, so a slow or refusing check never lets an unchecked turn
 through.
+
+A pause is not always the end (:mod:`bot.turn_completion`): when the transcript so far ends on a clause
+break, a conjunction, a preposition, an article or a filler ("And so, my fellow Americans,"), the turn
+waits ``vad.unfinished_wait_secs`` longer (once per pause); the answer is still prepared during that wait.
+A finished question ends at the ordinary speed.
+
+A false end of turn (the user goes on within ``vad.resume_secs`` after the turn ended, while its answer
+is being prepared or has just started playing) is undone: a :class:`~bot.frames.TurnResumedFrame` tells
+turn tracking to join the new speech to that turn and audit the withdrawn answer, the barge-in cuts its
+playback, and the withdrawn answer is removed from the LLM context before the joined turn is answered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
+from loguru import logger
 from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStartedSpeakingFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
+
+from bot.frames import TurnResumedFrame
+from bot.turn_completion import judge
 
 
 def speculated_text(context: LLMContext) -> str:
@@ -43,13 +59,27 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             ``vad.start_secs`` of it). The turn is not ended then: a user who resumes after a short
             pause ("Hello there, [0.3 s] who are you?") would otherwise be cut off during the
             confirmation. If the onset was only a noise, the wait runs once more and the turn ends.
+        unfinished_wait_secs: extra wait when the transcript sounds unfinished (0 = off).
+        resume_secs: speech that starts this soon after a turn ended continues that turn (0 = off).
+        context: the LLM context, from which a withdrawn answer is removed when its turn is continued.
     """
 
     def __init__(self, *, needs_approval: bool = False, voice_onset: Callable[[], bool] | None = None,
+                 unfinished_wait_secs: float = 0.0, resume_secs: float = 0.0, context: LLMContext | None = None,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self._needs_approval = needs_approval
         self._voice_onset = voice_onset
+        self._unfinished_wait = unfinished_wait_secs
+        self._resume_secs = resume_secs
+        self._context = context
+        self._hold_task: asyncio.Task | None = None
+        self._held = False
+        """This pause already got its extra wait (one per pause keeps the wait bounded)."""
+        self._ended: tuple[float, str] | None = None
+        """(monotonic time, transcript) of the last turn that ended."""
+        self._resuming = False
+        """This turn continues the previous one: its withdrawn answer is still to leave the context."""
         self._speculation: UserTurnSpeculation | None = None
         self._approved: str | None = None
         self._kept: str | None = None
@@ -68,8 +98,12 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._withdraw()  # the user goes on: the turn is not over
+            await self._cancel_hold()
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._segments.append(frame.text.strip())
+            if self._resuming:
+                self._resuming = False
+                self._drop_withdrawn_answer()
         result = await super().process_frame(frame)
         if isinstance(frame, TranscriptionFrame) and self._segments and self._vad_stopped \
                 and not self._vad_user_speaking:
@@ -84,6 +118,17 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         if self._voice_onset is not None and self._voice_onset():
             await self._restart_user_speech_timer()  # the user may be going on: wait once more
             return
+        if self._hold_task is not None:
+            return  # the extra wait for an unfinished clause is running: it ends the turn
+        if self._unfinished_wait > 0 and not self._held:
+            judgement = judge(self._turn_text)
+            if judgement.unfinished:
+                self._held = True
+                logger.debug(f"{self}: {self._turn_text!r} sounds unfinished ({judgement.reason}): "
+                             f"waiting {self._unfinished_wait:.2f} s more")
+                self._hold_task = self.task_manager.create_task(self._hold(self._unfinished_wait),
+                                                                f"{self}::unfinished_wait")
+                return
         speculation, self._speculation = self._speculation, None
         approved, self._approved = self._approved, None
         if speculation is not None:
@@ -99,16 +144,63 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
     def _turn_text(self) -> str:
         return " ".join(self._segments)
 
+    async def _hold(self, secs: float) -> None:
+        try:
+            await asyncio.sleep(secs)
+        except asyncio.CancelledError:
+            return
+        self._hold_task = None  # before ending the turn, which cancels a running hold
+        await self.trigger_user_turn_stopped()
+
+    async def _cancel_hold(self) -> None:
+        self._held = False
+        task, self._hold_task = self._hold_task, None
+        if task is not None:
+            await self.task_manager.cancel_task(task)
+
+    def _drop_withdrawn_answer(self) -> None:
+        """Remove what the assistant said after the user's last message: the withdrawn answer of the
+        turn being continued (pipecat's assistant aggregator wrote the part that played when it was cut).
+        Runs before this turn's text is answered, speculatively or not."""
+        if self._context is None:
+            return
+        messages = self._context.get_messages()
+        last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
+                        default=None)
+        if last_user is None:
+            return
+        kept = [m for i, m in enumerate(messages)
+                if i <= last_user or not (isinstance(m, dict) and m.get("role") == "assistant")]
+        if len(kept) != len(messages):
+            self._context.set_messages(kept)
+
     async def handle_user_turn_started(self):
         await self._withdraw()
+        await self._cancel_hold()
         self._kept = None
         self._segments = []
+        ended, self._ended = self._ended, None
+        if ended is not None and self._resume_secs > 0:
+            gap = time.monotonic() - ended[0]
+            if gap <= self._resume_secs:
+                # A false end of turn: the user goes on. Broadcast (its upstream copy is pushed at once),
+                # so turn tracking joins the turns before the barge-in that follows cuts the answer.
+                self._resuming = True
+                logger.debug(f"{self}: the user went on {gap:.2f} s after the turn ended: joining the turns")
+                await self.broadcast_frame(TurnResumedFrame, text=ended[1], gap_secs=round(gap, 3))
         await super().handle_user_turn_started()
 
     async def handle_user_turn_stopped(self):
         await self._withdraw()  # a turn ended some other way (e.g. the stop watchdog)
+        await self._cancel_hold()
+        if self._segments:
+            self._ended = (time.monotonic(), self._turn_text)
         self._segments = []
         await super().handle_user_turn_stopped()
+
+    async def cleanup(self):
+        await self._cancel_hold()
+        await super().cleanup()
 
     async def _withdraw(self) -> None:
         if self._speculation is not None:

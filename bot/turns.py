@@ -38,7 +38,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
 from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, SpeakerFrame,
-                        TurnTimingFrame)
+                        TurnResumedFrame, TurnTimingFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -100,6 +100,23 @@ class Turn:
     errors: list[str] = field(default_factory=list)
     extra_timings: dict[str, float] = field(default_factory=dict)
     """Timings reported by a stage with a TurnTimingFrame (e.g. realtime hold-back), in ms."""
+    withdrawn: list[dict[str, Any]] = field(default_factory=list)
+    """Answers to this turn that were withdrawn because the user went on talking after the turn had ended
+    (``{generated, spoken, gap_s}``): the turn was continued and answered again as a whole."""
+
+    def withdraw_answer(self, gap_secs: float) -> dict[str, Any]:
+        """The user went on: forget the answer in flight (recorded in ``withdrawn``) so the continued turn
+        is answered, timed and audited afresh."""
+        record = {"generated": self.generated, "spoken": self.spoken_text, "gap_s": round(gap_secs, 3)}
+        self.withdrawn.append(record)
+        self.t_llm_start = self.t_llm_first_text = self.t_llm_end = self.t_first_sentence = None
+        self.t_tts_start = self.t_tts_first_audio = self.t_bot_start = self.t_bot_stop = None
+        self.llm_text = ""
+        self.to_speak, self.queued, self.played = [], [], []
+        self.generated_sentences, self.output_verdicts = [], []
+        self.interrupted = self.refused = False
+        self.extra_timings = {}
+        return record
 
     @property
     def awaiting_playback(self) -> bool:
@@ -126,8 +143,11 @@ class Turn:
         return " ".join(s.strip() for s in self.spoken if s.strip())
 
     def timings(self) -> dict[str, float | None]:
+        """Stage durations in ms, each from one event of this turn to a later one (see README's timing
+        table). A stage whose end is not after its start is reported as None, never as a negative time."""
+
         def ms(a: float | None, b: float | None) -> float | None:
-            return None if a is None or b is None else round((b - a) * 1000.0, 1)
+            return None if a is None or b is None or b < a else round((b - a) * 1000.0, 1)
 
         return {
             "stt_ms": ms(self.vad_stop, self.t_transcript),
@@ -157,6 +177,7 @@ class Turn:
             "bot_audio": None,
             "bot": {"start_s": _r(self.t_bot_start), "end_s": _r(self.t_bot_stop)},
             "timings": self.timings(),
+            "withdrawn": list(self.withdrawn),
             "errors": list(self.errors),
         }
 
@@ -193,6 +214,9 @@ class TurnTracker(BaseObserver):
         """Label of whoever the input is from now (a multi-speaker transport says so with a SpeakerFrame)."""
         self.speaking: Turn | None = None
         """The turn whose answer is playing right now."""
+        self._stale_answer = False
+        """A withdrawn answer may still be flushing out (its end, its last audio): until the next answer
+        starts, its frames are not counted for the turn that continues."""
 
     # -- time -------------------------------------------------------------------------------------
 
@@ -299,6 +323,18 @@ class TurnTracker(BaseObserver):
             self.current_speaker = frame.speaker or "user"  # turns that start from now on are theirs
             return
         t = self.session_time(data)
+        if self._stale_answer:
+            if isinstance(frame, LLMFullResponseStartFrame):
+                self._stale_answer = False
+            elif isinstance(frame, BotStartedSpeakingFrame):
+                self.bot_speaking = True  # the withdrawn answer's last audio: not the continued turn's answer
+                return
+            elif isinstance(frame, (LLMTextFrame, LLMFullResponseEndFrame, TTSStartedFrame, TTSAudioRawFrame,
+                                    BotSentenceFrame, TurnTimingFrame)) or \
+                    (isinstance(frame, ModerationVerdictFrame) and frame.stage == "output"):
+                if isinstance(frame, LLMFullResponseEndFrame):
+                    self.llm_running = False
+                return
         if isinstance(frame, VADUserStartedSpeakingFrame):
             self.user_speaking = True
             turn = self.current
@@ -333,12 +369,16 @@ class TurnTracker(BaseObserver):
                 turn.t_llm_end = t
                 if not turn.llm_text.strip() and not turn.refused and turn.t_bot_start is None:
                     self._finish(turn)  # the model had nothing to say
-        elif isinstance(frame, TTSStartedFrame) and self.current is not None:
-            if self.current.t_tts_start is None:
-                self.current.t_tts_start = t
-        elif isinstance(frame, TTSAudioRawFrame) and self.current is not None:
-            if self.current.t_tts_first_audio is None:
-                self.current.t_tts_first_audio = t
+        elif isinstance(frame, TTSStartedFrame):
+            # TTS speaks the reply being answered, which is not the current turn once the user has
+            # started another one meanwhile.
+            turn = self._answering()
+            if turn is not None and turn.t_tts_start is None:
+                turn.t_tts_start = t
+        elif isinstance(frame, TTSAudioRawFrame):
+            turn = self._answering()
+            if turn is not None and turn.t_tts_start is not None and turn.t_tts_first_audio is None:
+                turn.t_tts_first_audio = t
         elif isinstance(frame, BotStartedSpeakingFrame):
             self.bot_speaking = True
             # Replies play in the order they were asked for: the oldest one not yet played starts now.
@@ -397,6 +437,9 @@ class TurnTracker(BaseObserver):
                     turn.to_speak.append(frame.spoken_instead)
             self.emit("llm.sentence", turn=turn.index if turn else None, index=frame.index, text=frame.text,
                       fate=frame.fate)
+        elif isinstance(frame, TurnResumedFrame):
+            if data.direction == FrameDirection.UPSTREAM:  # broadcast as two frames: count it once
+                self._resume(frame)
         elif isinstance(frame, TurnTimingFrame):
             turn = self._answering()
             if turn is not None:
@@ -410,6 +453,28 @@ class TurnTracker(BaseObserver):
         else:
             return
         self.last_activity = time.monotonic()
+
+    def _resume(self, frame: TurnResumedFrame) -> None:
+        """The user went on after their turn had ended: the speech that just started (a new turn, opened
+        by the VAD) joins the turn being answered, whose answer is withdrawn."""
+        resumed = self.current
+        previous = next((x for x in reversed(self.turns) if x is not resumed and x.index > 0
+                         and x.speaker == self.current_speaker), None)
+        if previous is None:
+            return
+        if resumed is not None and resumed is not previous:
+            if resumed.transcripts or resumed.t_llm_start is not None:
+                return  # not the fresh turn of the speech that just started: nothing to join
+            self.turns.remove(resumed)
+            self._turn_count -= 1  # its number is not used: the speech belongs to `previous`
+        if self.speaking is previous:
+            self.speaking = None  # its playback is being cut: not a barge-in on an answer that stands
+        record = previous.withdraw_answer(frame.gap_secs)
+        previous.t_transcript = None
+        self.current = previous
+        self._stale_answer = True
+        self.emit("answer.withdrawn", turn=previous.index, reason="user_resumed", transcript=previous.transcript,
+                  **record)
 
     @property
     def busy(self) -> bool:

@@ -44,10 +44,12 @@ def vad_state(analyzer: VADAnalyzer) -> VADState:
 
 
 def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_approval: bool = False,
-                         vad: SileroVADAnalyzer | None = None) -> UserTurnStrategies:
+                         vad: SileroVADAnalyzer | None = None, context: LLMContext | None = None) -> UserTurnStrategies:
     """How a user turn starts and ends. ``speculate`` (pipeline mode, silence end of turn): answer during
-    the end-of-turn wait (:mod:`bot.turn_speculation`); ``needs_approval``: input moderation approves it;
-    ``vad``: the analyzer whose onset state keeps a turn open while resumed speech is being confirmed."""
+    the end-of-turn wait (:mod:`bot.turn_speculation`), wait longer after an unfinished clause
+    (``vad.unfinished_wait_secs``) and join a turn the user resumes (``vad.resume_secs``, its withdrawn
+    answer leaves ``context``); ``needs_approval``: input moderation approves it; ``vad``: the analyzer
+    whose onset state keeps a turn open while resumed speech is being confirmed."""
     if cfg.turn == "smart-turn":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
         from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
@@ -57,7 +59,8 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
     elif speculate and cfg.speculate:
         onset = (lambda: vad_state(vad) != VADState.QUIET) if vad is not None else None
         stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval,
-                                       voice_onset=onset)]
+                                       voice_onset=onset, unfinished_wait_secs=cfg.unfinished_wait_secs,
+                                       resume_secs=cfg.resume_secs, context=context)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs)]
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
@@ -93,12 +96,13 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     tts, tts_desc = make_tts(s.tts, ctx.persona)
 
     vad = make_vad_analyzer(s.vad)
-    turns = make_turn_strategies(s.vad, speculate=True, needs_approval=s.moderation.input.enabled, vad=vad)
+    context = LLMContext()
+    turns = make_turn_strategies(s.vad, speculate=True, needs_approval=s.moderation.input.enabled, vad=vad,
+                                 context=context)
     speculation = next((x for x in turns.stop if isinstance(x, SpeculativeSilenceStop)), None)
     llm.service.speculation = speculation
     check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
                                                                        s.tts.first_chunk, speculation)
-    context = LLMContext()
     aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(user_turn_strategies=turns))
     pipeline = Pipeline([
         ctx.transport.input(),

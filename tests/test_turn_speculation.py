@@ -5,10 +5,12 @@ aggregator; the file-transport tests further down run it in the whole cascade.
 """
 
 import asyncio
+import time
 
 import numpy as np
 
 from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 
@@ -20,16 +22,23 @@ from conftest import words
 WAIT = 0.15
 
 
-def drive(steps, *, needs_approval=False, approve=None, voice_onset=None):
-    """Run ``steps`` (frames, ("sleep", secs), or callables given the events so far) through a strategy;
-    return the events it raised."""
+def drive(steps, *, needs_approval=False, approve=None, voice_onset=None, **kwargs):
+    """Run ``steps`` (frames, ("sleep", secs), "turn start", or callables given the events so far) through a
+    strategy; return the events it raised. Each event tuple ends with when it happened (seconds since the
+    start) only for "turn end" when ``kwargs`` ask for it (``timed=True``)."""
+    timed = kwargs.pop("timed", False)
 
     async def go():
         strategy = SpeculativeSilenceStop(user_speech_timeout=WAIT, needs_approval=needs_approval,
-                                          voice_onset=voice_onset)
+                                          voice_onset=voice_onset, **kwargs)
         await strategy.setup(FrameProcessorSetup(clock=None, pipeline_worker=None,
                                                  task_manager=TaskManager(loop=asyncio.get_running_loop())))
         events = []
+        t0 = time.monotonic()
+
+        @strategy.event_handler("on_broadcast_frame")
+        async def _broadcast(_, frame_cls, **data):
+            events.append(("broadcast", frame_cls.__name__, data.get("text")))
 
         @strategy.event_handler("on_user_turn_inference_triggered")
         async def _inference(_, speculation):
@@ -43,12 +52,15 @@ def drive(steps, *, needs_approval=False, approve=None, voice_onset=None):
 
         @strategy.event_handler("on_user_turn_stopped")
         async def _stopped(_, params):
-            events.append(("turn end", params.confirms_speculation))
+            events.append(("turn end", params.confirms_speculation)
+                          + ((round(time.monotonic() - t0, 2),) if timed else ()))
             await strategy.handle_user_turn_stopped()
 
         await strategy.handle_user_turn_started()
         for step in steps:
-            if callable(step):
+            if step == "turn start":
+                await strategy.handle_user_turn_started()
+            elif callable(step):
                 step(list(events))
             elif isinstance(step, tuple):
                 await asyncio.sleep(step[1])
@@ -106,6 +118,56 @@ def test_no_turn_end_while_the_vad_is_confirming_resumed_speech():
                    voice_onset=lambda: onset["heard"])
     assert seen["before"] == [("infer", "Hello there.")]  # not ended during the onset
     assert events == [("infer", "Hello there."), ("turn end", True)]
+
+
+HOLD = 0.3
+
+
+def test_an_unfinished_clause_waits_longer_and_its_answer_is_prepared_meanwhile():
+    events = drive([SPOKE, PAUSED, said("I was wondering if,"), ("sleep", HOLD)], unfinished_wait_secs=HOLD,
+                   timed=True)
+    assert events[0] == ("infer", "I was wondering if,")
+    assert events[1][:2] == ("turn end", True)
+    assert events[1][2] >= WAIT + HOLD - 0.02, events  # the ordinary wait, then the extra one
+
+
+def test_a_finished_question_still_ends_at_the_ordinary_speed():
+    events = drive([SPOKE, PAUSED, said("What is the capital of France?")], unfinished_wait_secs=HOLD, timed=True)
+    assert events[1][:2] == ("turn end", True)
+    assert events[1][2] < WAIT + HOLD - 0.05, events
+
+
+def test_going_on_during_the_extra_wait_makes_one_turn_of_the_whole_question():
+    events = drive([SPOKE, PAUSED, said("I was wondering if,"), ("sleep", WAIT + HOLD / 2),
+                    SPOKE, PAUSED, said("what is the capital of France?")], unfinished_wait_secs=HOLD)
+    assert events == [("infer", "I was wondering if,"), ("withdrawn",),
+                      ("infer", "I was wondering if, what is the capital of France?"), ("turn end", True)]
+
+
+def test_the_extra_wait_is_bounded_to_one_per_pause():
+    events = drive([SPOKE, PAUSED, said("and"), ("sleep", WAIT + HOLD + 0.1)], unfinished_wait_secs=HOLD)
+    assert events == [("infer", "and"), ("turn end", True)]
+
+
+def test_speech_soon_after_the_turn_ended_continues_that_turn_and_its_answer_leaves_the_context():
+    context = LLMContext(messages=[{"role": "user", "content": "And so my fellow Americans."},
+                                   {"role": "assistant", "content": "Hello there"}])
+    events = drive([SPOKE, PAUSED, said("And so my fellow Americans."), ("sleep", WAIT * 1.5),
+                    "turn start", SPOKE, PAUSED, said("ask not what your country can do for you.")],
+                   resume_secs=1.0, context=context)
+    assert events[:2] == [("infer", "And so my fellow Americans."), ("turn end", True)]
+    assert events[2] == ("broadcast", "TurnResumedFrame", "And so my fellow Americans.")
+    assert events[3:] == [("infer", "ask not what your country can do for you."), ("turn end", True)]
+    # the withdrawn answer is gone before the continuation is answered; the user's words stay
+    assert [m["role"] for m in context.get_messages()] == ["user"]
+
+
+def test_speech_long_after_the_turn_ended_is_a_new_turn():
+    context = LLMContext(messages=[{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}])
+    events = drive([SPOKE, PAUSED, said("Hi."), ("sleep", WAIT + 0.3), "turn start", SPOKE, PAUSED,
+                    said("Who are you?")], resume_secs=0.2, context=context)
+    assert not [e for e in events if e[0] == "broadcast"], events
+    assert len(context.get_messages()) == 2
 
 
 def test_in_the_cascade_a_pause_mid_question_gives_one_answer_to_the_whole_question(
