@@ -102,12 +102,14 @@ class Turn:
     """Timings reported by a stage with a TurnTimingFrame (e.g. realtime hold-back), in ms."""
     withdrawn: list[dict[str, Any]] = field(default_factory=list)
     """Answers to this turn that were withdrawn because the user went on talking after the turn had ended
-    (``{generated, spoken, gap_s}``): the turn was continued and answered again as a whole."""
+    (``{generated, heard, spoken, gap_s}``: ``heard`` whether its audio had started, ``spoken`` the sentences
+    played to the end): the turn was continued and answered again as a whole."""
 
     def withdraw_answer(self, gap_secs: float) -> dict[str, Any]:
         """The user went on: forget the answer in flight (recorded in ``withdrawn``) so the continued turn
         is answered, timed and audited afresh."""
-        record = {"generated": self.generated, "spoken": self.spoken_text, "gap_s": round(gap_secs, 3)}
+        record = {"generated": self.generated, "heard": self.t_bot_start is not None,
+                  "spoken": " ".join(x.strip() for x in self.played if x.strip()), "gap_s": round(gap_secs, 3)}
         self.withdrawn.append(record)
         self.t_llm_start = self.t_llm_first_text = self.t_llm_end = self.t_first_sentence = None
         self.t_tts_start = self.t_tts_first_audio = self.t_bot_start = self.t_bot_stop = None
