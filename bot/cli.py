@@ -93,6 +93,9 @@ def print_turn(turn) -> None:
     said = turn.spoken_text or ("(nothing)" if turn.t_llm_start is not None else "(no reply)")
     flags = " [interrupted]" if turn.interrupted else ""
     flags += " [refused]" if turn.refused else ""
+    flags += f" [resumed turn {turn.resumes} after a noise]" if turn.resumes else ""
+    flags += f" [continued after a pause: {len(turn.withdrawn)} answer(s) withdrawn]" \
+        if turn.withdrawn else ""
     typer.echo(f"[turn {turn.index}] bot:  {said}{flags}")
     generated = " ".join(turn.generated)
     if generated and generated != turn.spoken_text:

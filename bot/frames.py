@@ -70,3 +70,18 @@ class TurnResumedFrame(SystemFrame):
     """The transcript of the turn that is being continued."""
     gap_secs: float = 0.0
     """Turn end -> the resumed speech confirmed by the VAD."""
+
+
+@dataclass
+class FalseInterruptionFrame(SystemFrame):
+    """The user's speech that cut the bot off held no words (a cough, a door, a noise the VAD took for
+    speech): the bot resumes what was cut, from the sentence it was in. Broadcast by the end-of-turn
+    strategy (bot/turn_speculation.py) ``vad.false_interruption_secs`` after that sound ended with no
+    transcript; turn tracking finds the cut sentences and audits ``answer.resumed``."""
+
+
+@dataclass
+class NoWordsFrame(SystemFrame):
+    """The STT heard a stretch of speech (as the VAD judged it) and found no words in it: a cough, a door,
+    a murmur. Pushed by the STT in place of a transcript, so that the end-of-turn strategy can tell a false
+    interruption from a slow transcript."""

@@ -57,6 +57,8 @@ class Session:
         self.recorder = AudioRecorder(self.tracker)
         self.result = SessionResult(models=dict(self.built.models))
         self.tracker.turn_listeners.append(self.result.turns.append)
+        self.tracker.resume_listeners.append(self._speak_again)
+        self._pending: set[asyncio.Task] = set()
         self.audit: AuditWriter | None = None
         self.task = PipelineWorker(
             self.built.pipeline,
@@ -68,6 +70,13 @@ class Session:
             enable_rtvi=False,
             check_dangling_tasks=False,
         )
+
+    def _speak_again(self, sentences: list[str]) -> None:
+        """A false interruption was undone (bot/turn_speculation.py): speak the cut answer's rest again.
+        Only sentences that output moderation had already approved get here."""
+        queued = asyncio.get_running_loop().create_task(self.task.queue_frames([TTSSpeakFrame(x) for x in sentences]))
+        self._pending.add(queued)
+        queued.add_done_callback(self._pending.discard)
 
     def open_audit(self, **header_extra: Any) -> None:
         """Start the audit log (if enabled). Called before the pipeline runs, so no turn is missed."""

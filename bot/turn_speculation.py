@@ -23,6 +23,12 @@ A false end of turn (the user goes on within ``vad.resume_secs`` after the turn 
 is being prepared or has just started playing) is undone: a :class:`~bot.frames.TurnResumedFrame` tells
 turn tracking to join the new speech to that turn and audit the withdrawn answer, the barge-in cuts its
 playback, and the withdrawn answer is removed from the LLM context before the joined turn is answered.
+
+A false interruption (the bot was cut off by a sound with no words: a cough, a door) is undone too: when
+the STT reports no words in that sound (:class:`~bot.frames.NoWordsFrame`), a
+:class:`~bot.frames.FalseInterruptionFrame` has turn tracking resume what was cut, from the sentence it
+was in, and the empty user turn is closed. (A timer would not do: on a loaded CPU a transcript can come
+seconds after the speech, and real words would be taken for noise.)
 """
 
 from __future__ import annotations
@@ -32,12 +38,19 @@ import time
 from collections.abc import Callable
 
 from loguru import logger
-from pipecat.frames.frames import Frame, TranscriptionFrame, VADUserStartedSpeakingFrame
+from pipecat.frames.frames import (
+    BotStartedSpeakingFrame,
+    BotStoppedSpeakingFrame,
+    Frame,
+    TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
-from bot.frames import TurnResumedFrame
+from bot.frames import FalseInterruptionFrame, NoWordsFrame, TurnResumedFrame
 from bot.turn_completion import judge
 
 
@@ -62,11 +75,13 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         unfinished_wait_secs: extra wait when the transcript sounds unfinished (0 = off).
         resume_secs: speech that starts this soon after a turn ended continues that turn (0 = off).
         context: the LLM context, from which a withdrawn answer is removed when its turn is continued.
+        resume_after_noise: when the speech that cut the bot off holds no words (the STT says so), the
+            bot resumes what was cut.
     """
 
     def __init__(self, *, needs_approval: bool = False, voice_onset: Callable[[], bool] | None = None,
                  unfinished_wait_secs: float = 0.0, resume_secs: float = 0.0, context: LLMContext | None = None,
-                 **kwargs) -> None:
+                 resume_after_noise: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self._needs_approval = needs_approval
         self._voice_onset = voice_onset
@@ -80,6 +95,10 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         """(monotonic time, transcript) of the last turn that ended."""
         self._resuming = False
         """This turn continues the previous one: its withdrawn answer is still to leave the context."""
+        self._resume_after_noise = resume_after_noise
+        self._bot_speaking = False
+        self._cut_bot = False
+        """This turn cut the bot off (a barge-in, or a continued turn): if it holds no words, resume."""
         self._speculation: UserTurnSpeculation | None = None
         self._approved: str | None = None
         self._kept: str | None = None
@@ -96,14 +115,22 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             self._approved = text
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        if isinstance(frame, BotStartedSpeakingFrame):
+            self._bot_speaking = True
+        elif isinstance(frame, BotStoppedSpeakingFrame):
+            self._bot_speaking = False
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._withdraw()  # the user goes on: the turn is not over
             await self._cancel_hold()
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._segments.append(frame.text.strip())
+            self._cut_bot = False  # words: a real barge-in
             if self._resuming:
                 self._resuming = False
                 self._drop_withdrawn_answer()
+        if isinstance(frame, NoWordsFrame) and self._cut_bot and self._resume_after_noise \
+                and not self._segments and not self._vad_user_speaking:
+            await self._false_interruption()
         result = await super().process_frame(frame)
         if isinstance(frame, TranscriptionFrame) and self._segments and self._vad_stopped \
                 and not self._vad_user_speaking:
@@ -152,6 +179,12 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._hold_task = None  # before ending the turn, which cancels a running hold
         await self.trigger_user_turn_stopped()
 
+    async def _false_interruption(self) -> None:
+        self._cut_bot = self._resuming = False
+        logger.debug(f"{self}: the sound that cut the bot off had no words: resuming")
+        await self.broadcast_frame(FalseInterruptionFrame)
+        await self.trigger_user_turn_stopped()  # close the empty turn (nothing is written or answered)
+
     async def _cancel_hold(self) -> None:
         self._held = False
         task, self._hold_task = self._hold_task, None
@@ -179,13 +212,14 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         await self._cancel_hold()
         self._kept = None
         self._segments = []
+        self._cut_bot = self._bot_speaking
         ended, self._ended = self._ended, None
         if ended is not None and self._resume_secs > 0:
             gap = time.monotonic() - ended[0]
             if gap <= self._resume_secs:
                 # A false end of turn: the user goes on. Broadcast (its upstream copy is pushed at once),
                 # so turn tracking joins the turns before the barge-in that follows cuts the answer.
-                self._resuming = True
+                self._resuming = self._cut_bot = True
                 logger.debug(f"{self}: the user went on {gap:.2f} s after the turn ended: joining the turns")
                 await self.broadcast_frame(TurnResumedFrame, text=ended[1], gap_secs=round(gap, 3))
         await super().handle_user_turn_started()

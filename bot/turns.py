@@ -37,8 +37,8 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, SpeakerFrame,
-                        TurnResumedFrame, TurnTimingFrame)
+from bot.frames import (BotSentenceFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
+                        SpeakerFrame, TurnResumedFrame, TurnTimingFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -104,6 +104,10 @@ class Turn:
     """Answers to this turn that were withdrawn because the user went on talking after the turn had ended
     (``{generated, heard, spoken, gap_s}``: ``heard`` whether its audio had started, ``spoken`` the sentences
     played to the end): the turn was continued and answered again as a whole."""
+
+    resumes: int | None = None
+    """This turn's reply is the rest of turn ``resumes``'s answer, which a sound with no words (this turn)
+    had cut off: a false interruption."""
 
     def withdraw_answer(self, gap_secs: float) -> dict[str, Any]:
         """The user went on: forget the answer in flight (recorded in ``withdrawn``) so the continued turn
@@ -180,6 +184,7 @@ class Turn:
             "bot": {"start_s": _r(self.t_bot_start), "end_s": _r(self.t_bot_stop)},
             "timings": self.timings(),
             "withdrawn": list(self.withdrawn),
+            **({"resumes": self.resumes} if self.resumes is not None else {}),
             "errors": list(self.errors),
         }
 
@@ -216,6 +221,11 @@ class TurnTracker(BaseObserver):
         """Label of whoever the input is from now (a multi-speaker transport says so with a SpeakerFrame)."""
         self.speaking: Turn | None = None
         """The turn whose answer is playing right now."""
+        self.resume_listeners: list[Callable[[list[str]], None]] = []
+        """Called with the sentences to speak again when a false interruption is undone (the session
+        queues them for TTS)."""
+        self._cut: tuple[Turn, list[str]] | None = None
+        """The answer the last barge-in cut off, and its sentences not played to the end."""
         self._stale_answer = False
         """A withdrawn answer may still be flushing out (its end, its last audio): until the next answer
         starts, its frames are not counted for the turn that continues."""
@@ -351,11 +361,13 @@ class TurnTracker(BaseObserver):
                 self.current.speech_end = max(0.0, t - self._vad_stop_secs)
                 self.emit("user.stopped_speaking", turn=self.current.index, t=_r(t))
         elif isinstance(frame, TranscriptionFrame):
+            self._cut = None  # words: the barge-in was real, nothing is resumed
             turn = self.current or self._new_turn(t)
             turn.transcripts.append(frame.text)
             turn.t_transcript = t
             self.emit("stt.final", turn=turn.index, text=frame.text)
         elif isinstance(frame, LLMFullResponseStartFrame):
+            self._cut = None
             self.llm_running = True
             if self.current is not None and self.current.t_llm_start is None:
                 self.current.t_llm_start = t
@@ -407,6 +419,7 @@ class TurnTracker(BaseObserver):
         elif isinstance(frame, InterruptionFrame):
             turn = self.speaking
             if turn is not None and self.bot_speaking and not turn.interrupted:
+                self._cut = (turn, turn.to_speak[len(turn.played):])
                 turn.interrupted = True
                 self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
             # Replies that had not started playing are cancelled by the interruption: they never will.
@@ -442,6 +455,9 @@ class TurnTracker(BaseObserver):
         elif isinstance(frame, TurnResumedFrame):
             if data.direction == FrameDirection.UPSTREAM:  # broadcast as two frames: count it once
                 self._resume(frame)
+        elif isinstance(frame, FalseInterruptionFrame):
+            if data.direction == FrameDirection.UPSTREAM:
+                self._false_interruption(t)
         elif isinstance(frame, TurnTimingFrame):
             turn = self._answering()
             if turn is not None:
@@ -471,12 +487,29 @@ class TurnTracker(BaseObserver):
             self._turn_count -= 1  # its number is not used: the speech belongs to `previous`
         if self.speaking is previous:
             self.speaking = None  # its playback is being cut: not a barge-in on an answer that stands
+        self._cut = (previous, previous.to_speak[len(previous.played):])
         record = previous.withdraw_answer(frame.gap_secs)
         previous.t_transcript = None
         self.current = previous
         self._stale_answer = True
         self.emit("answer.withdrawn", turn=previous.index, reason="user_resumed", transcript=previous.transcript,
                   **record)
+
+    def _false_interruption(self, t: float) -> None:
+        """The sound that cut the bot off had no words: the turn of that sound (or the turn it seemed to
+        continue) speaks the rest of the cut answer, from the sentence that was cut."""
+        cut, self._cut = self._cut, None
+        turn = self.current
+        if cut is None or not cut[1] or turn is None:
+            return
+        of_turn, rest = cut
+        turn.to_speak = list(rest)
+        turn.resumes = of_turn.index
+        turn.t_llm_start = turn.t_llm_end = t  # the reply is released now; no LLM ran for it
+        self._stale_answer = False
+        self.emit("answer.resumed", turn=turn.index, of_turn=of_turn.index, text=" ".join(rest))
+        for listener in self.resume_listeners:
+            listener(list(rest))
 
     @property
     def busy(self) -> bool:

@@ -11,6 +11,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.audio.vad_processor import VADProcessor
+from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy, TurnAnalyzerUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
@@ -48,7 +49,8 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
     """How a user turn starts and ends. ``speculate`` (pipeline mode, silence end of turn): answer during
     the end-of-turn wait (:mod:`bot.turn_speculation`), wait longer after an unfinished clause
     (``vad.unfinished_wait_secs``) and join a turn the user resumes (``vad.resume_secs``, its withdrawn
-    answer leaves ``context``); ``needs_approval``: input moderation approves it; ``vad``: the analyzer
+    answer leaves ``context``) and resume an answer cut off by a noise (``vad.resume_after_noise``);
+    ``needs_approval``: input moderation approves it; ``vad``: the analyzer
     whose onset state keeps a turn open while resumed speech is being confirmed."""
     if cfg.turn == "smart-turn":
         from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
@@ -60,7 +62,8 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
         onset = (lambda: vad_state(vad) != VADState.QUIET) if vad is not None else None
         stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval,
                                        voice_onset=onset, unfinished_wait_secs=cfg.unfinished_wait_secs,
-                                       resume_secs=cfg.resume_secs, context=context)]
+                                       resume_secs=cfg.resume_secs, context=context,
+                                       resume_after_noise=cfg.resume_after_noise)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs)]
     return UserTurnStrategies(start=[VADUserTurnStartStrategy()], stop=stop)
@@ -103,7 +106,11 @@ def build_cascade(ctx: BuildContext) -> BuiltPipeline:
     llm.service.speculation = speculation
     check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
                                                                        s.tts.first_chunk, speculation)
-    aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(user_turn_strategies=turns))
+    # A turn with no words that cut the bot off is resumed by the strategy, not answered by pipecat's
+    # empty-turn LLM prompt.
+    empty_turn = None if speculation is not None and s.vad.resume_after_noise else EmptyUserTurnConfig()
+    aggregators = LLMContextAggregatorPair(context, user_params=LLMUserAggregatorParams(
+        user_turn_strategies=turns, empty_user_turn=empty_turn))
     pipeline = Pipeline([
         ctx.transport.input(),
         make_echo_policy(s, ctx.transport),  # mutes or cleans the mic while the bot speaks (bot/echo.py)

@@ -9,11 +9,13 @@ import time
 
 import numpy as np
 
-from pipecat.frames.frames import TranscriptionFrame, VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import (BotStartedSpeakingFrame, TranscriptionFrame, VADUserStartedSpeakingFrame,
+                                   VADUserStoppedSpeakingFrame)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 
+from bot.frames import NoWordsFrame
 from bot.persona import load_persona
 from bot.session import run_file
 from bot.turn_speculation import SpeculativeSilenceStop
@@ -168,6 +170,26 @@ def test_speech_long_after_the_turn_ended_is_a_new_turn():
                     said("Who are you?")], resume_secs=0.2, context=context)
     assert not [e for e in events if e[0] == "broadcast"], events
     assert len(context.get_messages()) == 2
+
+
+def test_a_sound_with_no_words_that_cut_the_bot_off_is_a_false_interruption():
+    # The bot is speaking; a sound starts a user turn (the barge-in cuts the bot); the STT finds no words.
+    events = drive([BotStartedSpeakingFrame(), "turn start", SPOKE, PAUSED, NoWordsFrame()],
+                   resume_after_noise=True)
+    assert events == [("broadcast", "FalseInterruptionFrame", None), ("infer", None), ("turn end", False)]
+
+
+def test_words_after_the_barge_in_are_a_real_interruption():
+    # however late the transcript comes: no timer decides it was a noise
+    events = drive([BotStartedSpeakingFrame(), "turn start", SPOKE, PAUSED, ("sleep", WAIT * 2),
+                    said("Stop, please.")], resume_after_noise=True)
+    assert not [e for e in events if e[0] == "broadcast"], events
+    assert events[-1] == ("turn end", False)  # answered the ordinary way: the transcript came after the wait
+
+
+def test_a_sound_while_the_bot_is_quiet_is_not_an_interruption():
+    events = drive(["turn start", SPOKE, PAUSED, NoWordsFrame()], resume_after_noise=True)
+    assert events == []
 
 
 def test_in_the_cascade_a_pause_mid_question_gives_one_answer_to_the_whole_question(

@@ -15,6 +15,7 @@ from pipecat.utils.time import time_now_iso8601
 
 from bot.config import STTConfig
 from bot.cpu import SCHEDULER, Work, thread_plan
+from bot.frames import NoWordsFrame
 from bot.errors import VoicebotError
 from bot.services import models
 
@@ -103,6 +104,8 @@ class VoiceWhisperSTTService(WhisperSTTService):
             await self.stop_processing_metrics()
         if text:
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), self._settings.language)
+        else:
+            yield NoWordsFrame()  # the end-of-turn strategy tells a false interruption by it
 
 
 def resolve_stt_model(cfg: STTConfig) -> tuple[str, str]:
