@@ -408,7 +408,10 @@ class TurnTracker(BaseObserver):
             if turn is not None:
                 turn.t_bot_stop = t
                 self.emit("bot.stopped_speaking", turn=turn.index, t=_r(t))
-                if turn.interrupted or turn.index == 0 or turn.t_llm_end is not None or \
+                # A resumed answer is spoken sentence by sentence, with a stop between each: it is over
+                # when all of them have played.
+                resumed_pending = turn.resumes is not None and len(turn.played) < len(turn.to_speak)
+                if turn.interrupted or turn.index == 0 or (turn.t_llm_end is not None and not resumed_pending) or \
                         (turn.refused and turn.t_llm_start is None):
                     self._finish(turn)
             # Replies that played back to back with this one, without a pause, have finished too.
