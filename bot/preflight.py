@@ -19,17 +19,36 @@ def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
 def check_openai_server(cfg: LLMConfig, timeout: float = 3.0) -> None:
     if cfg.provider != "openai":
         return
-    key = resolve_api_key(cfg)
-    client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=timeout, max_retries=0)
+    _check_endpoint("LLM", "llm", resolve_api_key(cfg), cfg.base_url, cfg.api_key_env, timeout,
+                    start_hint="start it (Ollama: `ollama serve`)")
+
+
+def check_audio_servers(settings: Settings, timeout: float = 3.0) -> None:
+    """``stt.provider`` / ``tts.provider = "openai"``: the speech servers answer and accept the key."""
+    from bot.services.keys import api_key_from_env
+
+    for section, what in ((settings.stt, "STT"), (settings.tts, "TTS")):
+        if section.provider != "openai":
+            continue
+        name = what.lower()
+        key = api_key_from_env(section.api_key_env, section.base_url,
+                               missing=f"{name}.provider = openai needs an API key in ${section.api_key_env} "
+                                       f"(or set {name}.base_url to a local server)")
+        _check_endpoint(what, name, key, section.base_url, section.api_key_env, timeout, start_hint="start it")
+
+
+def _check_endpoint(what: str, section: str, key: str, base_url: str | None, key_env: str, timeout: float,
+                    *, start_hint: str) -> None:
+    client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
     where = str(client.base_url).rstrip("/")
     try:
         client.models.list()
     except openai.APIConnectionError as exc:
-        hint = "start it (Ollama: `ollama serve`)" if cfg.base_url else "check your network"
-        raise VoicebotError(f"LLM server {where} is unreachable ({type(exc).__name__}): {hint} or fix "
-                            "llm.base_url") from None
+        hint = start_hint if base_url else "check your network"
+        raise VoicebotError(f"{what} server {where} is unreachable ({type(exc).__name__}): {hint} or fix "
+                            f"{section}.base_url") from None
     except openai.AuthenticationError:
-        raise VoicebotError(f"LLM server {where} rejected the API key: check ${cfg.api_key_env}") from None
+        raise VoicebotError(f"{what} server {where} rejected the API key: check ${key_env}") from None
     except openai.APIStatusError:
         pass  # some compatible servers have no /models; the server is up, which is what matters here
     finally:
@@ -48,3 +67,5 @@ def check_chat_llm(cfg: LLMConfig) -> None:
 def preflight(settings: Settings) -> None:
     if settings.mode == "pipeline":
         check_chat_llm(settings.llm)
+    if settings.mode in ("pipeline", "audio-llm"):
+        check_audio_servers(settings)

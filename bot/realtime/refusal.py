@@ -24,7 +24,8 @@ RATE = 24000
 
 def piper_voice_for(cfg: TTSConfig, persona: Persona) -> tuple[str, str]:
     """(onnx path, description) of the Piper voice that speaks the refusal: the cascade's TTS voice choice."""
-    folder, voice_id = models.resolve_piper_voice(cfg.voice or persona.voices.get("piper", ""), cfg.voice_dir)
+    own = cfg.voice if cfg.provider == "piper" else ""  # tts.voice names an OpenAI voice otherwise
+    folder, voice_id = models.resolve_piper_voice(own or persona.voices.get("piper", ""), cfg.voice_dir)
     return str(folder / f"{voice_id}.onnx"), f"piper {voice_id} (refusal line only)"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -123,7 +124,32 @@ def resolve_stt_model(cfg: STTConfig) -> tuple[str, str]:
                         "time; convert or download the model yourself and give its folder")
 
 
-def make_stt(cfg: STTConfig) -> tuple[VoiceWhisperSTTService, str]:
+OPENAI_STT_MODEL = "whisper-1"
+
+
+def make_openai_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
+    """pipecat's OpenAI STT service against any ``/v1/audio/transcriptions`` server: each VAD speech
+    segment is sent as a WAV file, the ``text`` of the answer is the transcript."""
+    from pipecat.services.openai.stt import OpenAISTTService
+
+    from bot.services.keys import api_key_from_env
+
+    key = api_key_from_env(cfg.api_key_env, cfg.base_url,
+                           missing=f"stt.provider = openai needs an API key in ${cfg.api_key_env} (or set "
+                                   "stt.base_url to a local server such as speaches)")
+    try:
+        language = Language(cfg.language)
+    except ValueError:
+        raise VoicebotError(f"stt.language {cfg.language!r} is not a language code (e.g. en)") from None
+    model = cfg.model or OPENAI_STT_MODEL
+    service = OpenAISTTService(api_key=key, base_url=cfg.base_url,
+                               settings=OpenAISTTService.Settings(model=model, language=language))
+    return service, f"openai {model} at {cfg.base_url or 'api.openai.com'}"
+
+
+def make_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
+    if cfg.provider == "openai":
+        return make_openai_stt(cfg)
     model, description = resolve_stt_model(cfg)
     try:
         language = Language(cfg.language)

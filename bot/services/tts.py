@@ -1,4 +1,4 @@
-"""The TTS stage: Piper, from a local voice file. Nothing is downloaded."""
+"""The TTS stage: Piper from a local voice file (nothing is downloaded), or an OpenAI-compatible speech server."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import AsyncGenerator
 
 from pipecat.frames.frames import Frame
 from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.tts_service import TTSService
 
 from bot.config import TTSConfig
 from bot.cpu import SPEECH_FIRST
+from bot.errors import VoicebotError
 from bot.persona import Persona
 from bot.services import models
 
@@ -28,7 +30,34 @@ class VoicePiperTTSService(PiperTTSService):
                 yield frame
 
 
-def make_tts(cfg: TTSConfig, persona: Persona) -> tuple[PiperTTSService, str]:
+OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
+OPENAI_TTS_RATE = 24000
+"""``response_format = "pcm"`` of /v1/audio/speech: 24 kHz mono 16-bit little-endian, by the API's definition."""
+
+
+def make_openai_tts(cfg: TTSConfig, persona: Persona) -> tuple[TTSService, str]:
+    """pipecat's OpenAI TTS service against any ``/v1/audio/speech`` server, streaming 24 kHz PCM."""
+    from pipecat.services.openai.tts import VALID_VOICES, OpenAITTSService
+
+    from bot.services.keys import api_key_from_env
+
+    key = api_key_from_env(cfg.api_key_env, cfg.base_url,
+                           missing=f"tts.provider = openai needs an API key in ${cfg.api_key_env} (or set "
+                                   "tts.base_url to a local server such as speaches or Kokoro-FastAPI)")
+    voice = cfg.voice or persona.voices.get("openai", "") or "alloy"
+    if voice not in VALID_VOICES:
+        raise VoicebotError(f"tts.voice {voice!r} is not an OpenAI speech voice: use one of "
+                            f"{', '.join(sorted(VALID_VOICES))}")
+    model = cfg.model or OPENAI_TTS_MODEL
+    service = OpenAITTSService(api_key=key, base_url=cfg.base_url, sample_rate=OPENAI_TTS_RATE,
+                               settings=OpenAITTSService.Settings(model=model, voice=voice),
+                               stop_frame_timeout_s=FIRST_AUDIO_TIMEOUT_SECS)
+    return service, f"openai {model} voice {voice} at {cfg.base_url or 'api.openai.com'}"
+
+
+def make_tts(cfg: TTSConfig, persona: Persona) -> tuple[TTSService, str]:
+    if cfg.provider == "openai":
+        return make_openai_tts(cfg, persona)
     voice = cfg.voice or persona.voices.get("piper", "")
     folder, voice_id = models.resolve_piper_voice(voice, cfg.voice_dir)
     service = VoicePiperTTSService(settings=PiperTTSService.Settings(voice=voice_id), download_dir=folder,
