@@ -426,7 +426,8 @@ def compare(
     except OSError as exc:
         _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
     typer.echo(f"comparing {len(variants)} variant(s) on {len(items)} input(s) -> {target}", err=True)
-    result = asyncio.run(run_comparison(variants, items, base, target, progress=lambda m: typer.echo(m, err=True)))
+    result = run_until_stopped(lambda stop: run_comparison(variants, items, base, target,
+                                                           progress=lambda m: typer.echo(m, err=True)))
     html_path, json_path = write_outputs(result, target, audio=audio)
     typer.echo(turns_table(result), nl=False)
     typer.echo(summary_table(result), nl=False)
@@ -480,7 +481,8 @@ def eval_cmd(
         _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
     typer.echo(f"eval {loaded.name}: {len(loaded.scenarios)} scenario(s) x {len(variants)} variant(s) -> {target}",
                err=True)
-    ev = asyncio.run(run_eval(loaded, variants, base, target, progress=lambda m: typer.echo(m, err=True)))
+    ev = run_until_stopped(lambda stop: run_eval(loaded, variants, base, target,
+                                                 progress=lambda m: typer.echo(m, err=True)))
     html_path, json_path = write_outputs(ev.comparison, target, audio=audio, evaluation=ev)
     typer.echo(summary_table(ev.comparison), nl=False)
     typer.echo(eval_table(ev), nl=False)

@@ -161,3 +161,41 @@ def test_report_escapes_text(tmp_path):
     page = report_html(comp)
     assert evil not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert page.lower().count("<script") == 1  # the report's own, allowed by its hash in the CSP
+
+
+def test_sigterm_stops_compare_with_its_audit_log_closed(make_speech, tmp_path):
+    """SIGTERM mid-comparison: exit 143 within 2 s of the signal, and the running variant's audit log ends with
+    session.end and verifies (what was recorded is kept)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from bot.audit import verify
+    from conftest import REPO
+
+    q = make_speech([(0.3, QUESTION), (6.0, "And how many people live there?")], total_secs=14.0)
+    out = tmp_path / "cmp"
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "compare", "-i", str(q), "--mode", "pipeline",
+                             "--out-dir", str(out), "--set", "llm.provider=scripted",
+                             "--set", f'llm.script=["{ANSWER}"]'], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    audit_root = out / "pipeline" / "audit"
+
+    def answered() -> bool:  # the first turn is in the log: the session is well under way
+        logs = list(audit_root.glob("*/events.jsonl")) if audit_root.is_dir() else []
+        return bool(logs) and '"type":"turn"' in logs[0].read_text().replace(" ", "")
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not answered():
+        time.sleep(0.2)
+    assert answered(), proc.stderr.read() if proc.poll() is not None else "no turn logged in time"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143, err[-2000:]
+    assert time.monotonic() - t0 < 2.0
+    [session] = list(audit_root.iterdir())
+    result = verify(session)
+    assert result.ok and result.ended, result.summary()
+    assert "Traceback" not in err

@@ -157,6 +157,8 @@ def test_judge_against_a_local_chat_server():
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
 
 
 def test_small_suite_end_to_end(tmp_path):
