@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -175,18 +175,32 @@ class AudioLLMConfig(_Section):
     timeout_secs: float = Field(default=30.0, gt=0, description="Per request; no retries (a voice turn can't wait).")
 
 
-class RealtimeConfig(_Section):
-    """``mode = "realtime"``: an end-to-end speech model over the OpenAI Realtime API (GA events) hears and
-    speaks; its output audio is held back until the transcript covering it has passed output moderation.
-    See docs/realtime.md. The ``[llm]``, ``[stt]`` and ``[tts]`` model sections are not used in this mode
-    (Piper only speaks the refusal line)."""
+REALTIME_DEFAULTS = {
+    "openai": {"model": "gpt-realtime-2.1", "api_key_env": "OPENAI_API_KEY"},
+    "gemini": {"model": "gemini-2.5-flash-native-audio-preview-09-2025", "api_key_env": "GEMINI_API_KEY"},
+}
 
-    model: str = Field(default="gpt-realtime-2.1", description="Realtime model name on the server.")
+
+class RealtimeConfig(_Section):
+    """``mode = "realtime"``: an end-to-end speech model hears and speaks, over the OpenAI Realtime API (GA
+    events) or Gemini's Live API (``provider``); its output audio is held back until the transcript covering it
+    has passed output moderation. See docs/realtime.md. The ``[llm]``, ``[stt]`` and ``[tts]`` model sections
+    are not used in this mode (Piper only speaks the refusal line)."""
+
+    provider: Literal["openai", "gemini"] = Field(
+        default="openai", description="openai: the Realtime API (openai package); gemini: the Live API "
+                                      "(google-genai package). model and api_key_env default per provider.")
+    model: str = Field(default="gpt-realtime-2.1", description="Realtime model name on the server (default "
+                                                                "gpt-realtime-2.1; gemini: "
+                                                                "gemini-2.5-flash-native-audio-preview-09-2025).")
     base_url: str | None = Field(default=None, description="Any server speaking the Realtime API: http(s)://host/v1 "
                                                            "(the client connects to ws(s)://host/v1/realtime) or "
-                                                           "ws(s)://host/v1; empty = OpenAI.")
-    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")
-    voice: str = Field(default="", description="Output voice; empty = the persona's voices.openai, else alloy.")
+                                                           "ws(s)://host/v1; empty = OpenAI. gemini: http(s)://host "
+                                                           "of a Live API server; empty = Google's.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key (gemini: "
+                                                                   "GEMINI_API_KEY).")
+    voice: str = Field(default="", description="Output voice; empty = the persona's voices.openai (gemini: "
+                                               "voices.gemini), else alloy (gemini: Puck).")
     holdback: Literal["strict", "monitor"] = Field(
         default="strict", description="strict: model audio is played only after the transcript covering it passed "
                                       "output moderation; monitor: audio plays at once, is checked alongside and "
@@ -216,6 +230,14 @@ class RealtimeConfig(_Section):
                                                                         "the session.")
     max_reconnects: int = Field(default=3, ge=0, le=20, description="Reconnection attempts after a dropped "
                                                                     "websocket before the session ends.")
+
+    @model_validator(mode="after")
+    def _provider_defaults(self) -> "RealtimeConfig":
+        # model and api_key_env default to the provider's own unless set explicitly
+        for key, value in REALTIME_DEFAULTS[self.provider].items():
+            if key not in self.model_fields_set:
+                object.__setattr__(self, key, value)
+        return self
 
 
 class ServerConfig(_Section):

@@ -27,6 +27,9 @@ from pipelines import BuildContext, BuiltPipeline, build_pipeline
 
 SETTLE_SECS = 1.5
 """After the input ends, the session ends once nothing has happened for this long."""
+GEMINI_SETTLE_SECS = 4.5
+"""The same for Gemini Live, which gives the user's transcript only once it starts answering: until then a
+finished question looks like nothing happening."""
 
 
 @dataclass
@@ -137,7 +140,7 @@ class Session:
         return self.result
 
 
-def until_file_done(input_done: asyncio.Event, max_reply_secs: float) -> StopCondition:
+def until_file_done(input_done: asyncio.Event, max_reply_secs: float, settle_secs: float = SETTLE_SECS) -> StopCondition:
     """Stop once the input file has been heard and the bot has had its say (or the time is up)."""
 
     async def stop(tracker: TurnTracker, _task: PipelineWorker) -> None:
@@ -147,7 +150,7 @@ def until_file_done(input_done: asyncio.Event, max_reply_secs: float) -> StopCon
             await asyncio.sleep(0.1)
             pending = tracker.current is not None and bool(tracker.current.transcript) \
                 and tracker.current.t_bot_stop is None and not tracker.current.errors
-            quiet = time.monotonic() - tracker.last_activity > SETTLE_SECS
+            quiet = time.monotonic() - tracker.last_activity > settle_secs
             if not tracker.busy and not pending and quiet:
                 return
 
@@ -167,7 +170,9 @@ async def run_file(settings: Settings, persona: Persona, input_path: str | Path,
     if on_session is not None:
         on_session(session)
     try:
-        result = await session.run(until_file_done(transport.input().input_done, settings.transport.max_reply_secs))
+        gemini = settings.mode == "realtime" and settings.realtime.provider == "gemini"
+        result = await session.run(until_file_done(transport.input().input_done, settings.transport.max_reply_secs,
+                                                   GEMINI_SETTLE_SECS if gemini else SETTLE_SECS))
     finally:
         # Whatever happened, keep what the bot said so far.
         session.result.reply_secs = transport.write_reply(output_path)

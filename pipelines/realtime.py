@@ -1,4 +1,5 @@
-"""mode = "realtime": an end-to-end speech model (OpenAI Realtime API) hears and speaks, with moderated hold-back.
+"""mode = "realtime": an end-to-end speech model (OpenAI Realtime API, or Gemini Live with ``realtime.provider =
+"gemini"``, bot/realtime/gemini.py) hears and speaks, with moderated hold-back.
 
     input -> echo policy -> Silero VAD -> RealtimeService -> output -> PlayoutMeter -> assistant aggregator
 
@@ -42,7 +43,15 @@ def make_gates(cfg: ModerationConfig) -> tuple[Gate | None, Gate | None, str]:
 def build_realtime(ctx: BuildContext) -> BuiltPipeline:
     s = ctx.settings
     cfg = s.realtime
-    connector = RealtimeConnector(cfg, ctx.persona)  # checks the key and the URL before anything starts
+    # checks the key and the URL before anything starts
+    if cfg.provider == "gemini":
+        from bot.realtime.gemini import GeminiConnector, gemini_voice
+
+        connector: RealtimeConnector | GeminiConnector = GeminiConnector(cfg, ctx.persona)
+        voice = gemini_voice(cfg, ctx.persona)
+    else:
+        connector = RealtimeConnector(cfg, ctx.persona)
+        voice = voice_for(cfg, ctx.persona)
     onnx, piper_desc = piper_voice_for(s.tts, ctx.persona)
     input_gate, output_gate, moderation_desc = make_gates(s.moderation)
     context = LLMContext()
@@ -63,9 +72,9 @@ def build_realtime(ctx: BuildContext) -> BuiltPipeline:
     holdback = (f"hold-back {cfg.holdback}, {cfg.chunk} chunks, max lag {cfg.max_lag_ms:g} ms" if output_gate
                 else "no hold-back (output moderation off)")
     return BuiltPipeline(pipeline=pipeline, context=context, models={
-        "vad": f"silero (timings, barge-in); turns: server {cfg.turn_detection}",
-        "stt": f"server input transcription: {cfg.transcription_model}",
-        "llm": f"realtime {cfg.model} at {connector.where}, voice {voice_for(cfg, ctx.persona)}",
+        "vad": f"silero (timings, barge-in); turns: server " + (cfg.turn_detection if cfg.provider == "openai" else "automatic activity detection"),
+        "stt": "server input transcription" + (f": {cfg.transcription_model}" if cfg.provider == "openai" else ""),
+        "llm": f"realtime {cfg.provider} {cfg.model} at {connector.where}, voice {voice}",
         "tts": piper_desc,
         "moderation": f"{moderation_desc}; {holdback}",
     })

@@ -146,6 +146,11 @@ class RealtimeLink:
 class RealtimeConnector:
     """Opens and configures connections to one server for one persona."""
 
+    input_rate = RATE
+    """Sample rate of the audio the server hears."""
+    transcript_ordered = True
+    """The output transcript arrives ahead of (or with) the audio it describes (see bot/realtime/holdback.py)."""
+
     def __init__(self, cfg: RealtimeConfig, persona: Persona) -> None:
         self.cfg = cfg
         self.persona = persona
@@ -210,31 +215,35 @@ class RealtimeConnector:
                                        f"audio (it configured {got}): voicebot only speaks pcm16 at 24 kHz")
 
     def _explain_connect(self, exc: BaseException) -> VoicebotError:
-        from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+        return explain_connect(exc, self.where, self.cfg)
 
-        where = self.where
-        if isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            if status in (401, 403):
-                return RealtimeRejected(f"realtime server {where} rejected the API key (HTTP {status}): check "
-                                        f"${self.cfg.api_key_env}")
-            if status == 404:
-                return RealtimeRejected(f"realtime server {where} has no realtime endpoint (HTTP 404): check "
-                                        "realtime.base_url and realtime.model")
-            if status >= 500 or status == 429:
-                return RealtimeUnavailable(f"realtime server {where} is unavailable (HTTP {status})")
-            return RealtimeRejected(f"realtime server {where} refused the connection (HTTP {status})")
-        if isinstance(exc, InvalidURI):
-            return RealtimeRejected(f"realtime.base_url gives an invalid websocket URL {where}: {exc}")
-        if isinstance(exc, InvalidHandshake):
-            return RealtimeUnavailable(f"realtime server {where} failed the websocket handshake "
-                                       f"({type(exc).__name__}): is it a Realtime API server?")
-        if isinstance(exc, TimeoutError):
-            return RealtimeUnavailable(f"realtime server {where} did not answer within "
-                                       f"{self.cfg.connect_timeout_secs:g} s")
-        if isinstance(exc, OSError):
-            hint = "start it or fix realtime.base_url" if self.cfg.base_url else "check your network"
-            return RealtimeUnavailable(f"realtime server {where} is unreachable ({type(exc).__name__}): {hint}")
-        if isinstance(exc, openai.OpenAIError):
-            return RealtimeRejected(f"realtime client error for {where}: {exc}")
-        return RealtimeUnavailable(f"realtime server {where}: connection failed ({type(exc).__name__}: {exc})")
+
+def explain_connect(exc: BaseException, where: str, cfg: RealtimeConfig) -> VoicebotError:
+    """A failed websocket connection as one line, sorted into worth-retrying or not."""
+    from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return RealtimeRejected(f"realtime server {where} rejected the API key (HTTP {status}): check "
+                                    f"${cfg.api_key_env}")
+        if status == 404:
+            return RealtimeRejected(f"realtime server {where} has no realtime endpoint (HTTP 404): check "
+                                    "realtime.base_url and realtime.model")
+        if status >= 500 or status == 429:
+            return RealtimeUnavailable(f"realtime server {where} is unavailable (HTTP {status})")
+        return RealtimeRejected(f"realtime server {where} refused the connection (HTTP {status})")
+    if isinstance(exc, InvalidURI):
+        return RealtimeRejected(f"realtime.base_url gives an invalid websocket URL {where}: {exc}")
+    if isinstance(exc, InvalidHandshake):
+        return RealtimeUnavailable(f"realtime server {where} failed the websocket handshake "
+                                   f"({type(exc).__name__}): is it a Realtime API server?")
+    if isinstance(exc, TimeoutError):
+        return RealtimeUnavailable(f"realtime server {where} did not answer within "
+                                   f"{cfg.connect_timeout_secs:g} s")
+    if isinstance(exc, OSError):
+        hint = "start it or fix realtime.base_url" if cfg.base_url else "check your network"
+        return RealtimeUnavailable(f"realtime server {where} is unreachable ({type(exc).__name__}): {hint}")
+    if isinstance(exc, openai.OpenAIError):
+        return RealtimeRejected(f"realtime client error for {where}: {exc}")
+    return RealtimeUnavailable(f"realtime server {where}: connection failed ({type(exc).__name__}: {exc})")

@@ -13,6 +13,12 @@ describes. So:
 * once the transcript is complete (:meth:`HoldBack.finish_text`) and every chunk has passed, everything is
   released, including audio that arrives later.
 
+**Unordered transcripts** (``ordered=False``, Gemini Live). When the transcript is not guaranteed to come
+ahead of the audio it describes, how many deltas arrived before an audio delta says nothing about which text
+covers it: audio of sentence 2 can arrive before sentence 1's transcript ends. The only text known to cover
+a piece of audio is then the whole transcript, so audio is released once the complete transcript has
+passed (strict), i.e. after the model has finished its answer. Lag and monitor mode work as above.
+
 **Lag.** Audio that no transcript delta has followed is not covered by anything yet. In ``strict`` mode,
 :meth:`HoldBack.lagging` says when the oldest such audio has waited longer than ``max_lag`` seconds: the
 caller then drops everything held and cancels the response. In ``monitor`` mode audio is released on
@@ -164,10 +170,13 @@ class HoldStats:
 class HoldBack:
     """The audio and transcript of one response, and which of its audio may be played."""
 
-    def __init__(self, mode: str = "strict", *, max_lag: float = 1.5, chunker: Chunker | None = None) -> None:
+    def __init__(self, mode: str = "strict", *, max_lag: float = 1.5, chunker: Chunker | None = None,
+                 ordered: bool = True) -> None:
         if mode not in ("strict", "monitor"):
             raise ValueError(f"unknown hold-back mode {mode!r}: use strict or monitor")
         self.mode = mode
+        self.ordered = ordered
+        """The transcript comes ahead of the audio it covers (OpenAI); else only the whole of it covers audio."""
         self.max_lag = max_lag
         self.chunker = chunker or Chunker()
         self.stats = HoldStats()
@@ -278,14 +287,17 @@ class HoldBack:
         if self.text_done and self._chunks and self._passed >= self._chunks:
             self._cleared = ALL_TEXT
 
+    def _covered(self, piece: Piece) -> bool:
+        return piece.deltas_before < self._cleared if self.ordered else self.all_clear
+
     def _release(self, now: float) -> list[Piece]:
         out: list[Piece] = []
         if self.closed:
             return out
-        while self._held and (self.mode == "monitor" or self._held[0].deltas_before < self._cleared):
+        while self._held and (self.mode == "monitor" or self._covered(self._held[0])):
             piece = self._held.popleft()
             self.stats.note_release(piece, now)
-            if piece.deltas_before >= self._cleared:
-                self._released_unchecked.append((piece.deltas_before, len(piece.pcm)))
+            if not self._covered(piece):  # monitor: played before the text covering it passed
+                self._released_unchecked.append((piece.deltas_before if self.ordered else ALL_TEXT, len(piece.pcm)))
             out.append(piece)
         return out

@@ -121,6 +121,8 @@ class _Response:
     tts_started: bool = False
     pending_text: str | None = None
     """The last chunk that passed, whose text is emitted once the audio after it is released (or at the end)."""
+    unreleased: list[str] = field(default_factory=list)
+    """Unordered transcript (Gemini): chunks that passed, emitted as spoken once all the audio is released."""
     text_chunks: int = 0
 
     @property
@@ -276,7 +278,7 @@ class RealtimeService(FrameProcessor):
                 code = exc.rcvd.code if exc.rcvd is not None else 1006
                 return f"websocket closed, code {code}"
             except (OSError, EOFError) as exc:
-                return f"{type(exc).__name__}"
+                return str(exc) or type(exc).__name__
             try:
                 await self._on_event(event)
             except asyncio.CancelledError:
@@ -318,10 +320,11 @@ class RealtimeService(FrameProcessor):
         samples = np.frombuffer(frame.audio, dtype="<i2")
         if frame.num_channels > 1:
             samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
-        if frame.sample_rate != RATE:
+        rate = self._connector.input_rate
+        if frame.sample_rate != rate:
             rs = self._resamplers.get(frame.sample_rate)
             if rs is None:
-                rs = self._resamplers[frame.sample_rate] = soxr.ResampleStream(frame.sample_rate, RATE, 1,
+                rs = self._resamplers[frame.sample_rate] = soxr.ResampleStream(frame.sample_rate, rate, 1,
                                                                                dtype="int16")
             samples = rs.resample_chunk(samples)
         if len(samples):
@@ -546,7 +549,8 @@ class RealtimeService(FrameProcessor):
             return
         chunker = Chunker(self.cfg.chunk, self.cfg.max_chunk_words)
         r = _Response(n=next(self._counter),
-                      hb=HoldBack(self._holdback, max_lag=self.cfg.max_lag_ms / 1000.0, chunker=chunker))
+                      hb=HoldBack(self._holdback, max_lag=self.cfg.max_lag_ms / 1000.0, chunker=chunker,
+                                  ordered=self._connector.transcript_ordered))
         self._response = r
         self._awaiting_created.append(r)
         r.checker = self.create_task(self._check_loop(r), name=f"realtime-check-{r.n}")
@@ -572,6 +576,13 @@ class RealtimeService(FrameProcessor):
         self._check_later(r, r.hb.finish_text(now))
         if not r.stopped:
             await self._play(r, r.hb.release(now))
+            await self._emit_unreleased(r)
+
+    async def _emit_unreleased(self, r: _Response) -> None:
+        """Unordered transcript: the texts of the passed chunks go out behind the audio, once it is all released."""
+        if r.unreleased and r.hb.all_clear:
+            texts, r.unreleased = r.unreleased, []
+            await self._enqueue(*(self._text(t) for t in texts))
 
     def _check_later(self, r: _Response, chunks: list[Chunk]) -> None:
         for chunk in chunks:
@@ -620,6 +631,11 @@ class RealtimeService(FrameProcessor):
                 await self._block(r, chunk)
 
     async def _passed(self, r: _Response, chunk: Chunk) -> None:
+        if not r.hb.ordered:  # no audio is released before the whole transcript passed
+            r.unreleased.append(chunk.text)
+            await self._play(r, r.hb.passed(chunk, time.monotonic()))
+            await self._emit_unreleased(r)
+            return
         if r.pending_text is not None:
             await self._enqueue(self._text(r.pending_text))
         r.pending_text = chunk.text
@@ -632,6 +648,7 @@ class RealtimeService(FrameProcessor):
         await self.push_frame(BotSentenceFrame(index=chunk.index, text=chunk.text, fate="blocked",
                                                spoken_instead=refusal))
         r.hb.blocked()
+        r.unreleased.clear()  # unordered: none of their audio was released
         async with self._out_lock:  # monitor: what has not reached the speaker yet is cut
             self._outbox = deque(o for o in self._outbox if o.key != r.key)
         if r.pending_text is not None:
@@ -671,6 +688,8 @@ class RealtimeService(FrameProcessor):
         if r.pending_text is not None:
             await self._enqueue(self._text(r.pending_text))
             r.pending_text = None
+        await self._emit_unreleased(r)
+        r.unreleased.clear()
         if r.tts_started:
             await self._enqueue(TTSStoppedFrame())
         await self.push_frame(TurnTimingFrame(timings=r.hb.stats.timings_ms()))
