@@ -48,7 +48,10 @@ QUESTIONS = [
     "Where do penguins live?",
     "What should I name my new puppy?",
 ]
-ANSWER_TIMEOUT_SECS = 40.0
+FIRST_AUDIO_TIMEOUT_SECS = 30.0
+"""A question whose answer has not started within this long counts as an error."""
+REPLY_TIMEOUT_SECS = 60.0
+"""How long a client lets a started answer play before it asks its next question anyway."""
 
 
 def speech(text: str) -> np.ndarray:
@@ -87,18 +90,22 @@ async def one_client(url: str, questions: list[np.ndarray], rng: random.Random) 
             n = len(client.log.turns())
             await client.send_audio(q)
             spoke_at = client.now()
-            deadline = time.monotonic() + ANSWER_TIMEOUT_SECS
-            while len(client.log.turns()) == n and time.monotonic() < deadline and not client.closed.is_set():
+            deadline = time.monotonic() + FIRST_AUDIO_TIMEOUT_SECS
+            while client.log.first_audio_after(spoke_at) is None and time.monotonic() < deadline \
+                    and not client.closed.is_set():
                 await client.send_silence(0.1)
             first = client.log.first_audio_after(spoke_at)
-            turns = client.log.turns()[n:]
-            if not turns or first is None:
+            if first is None:
                 kinds = [m.get("kind") for m in client.log.of_type("event")][-6:]
-                result.errors.append(("no answer" if not turns else "answer without audio") + f" (last events: {kinds})"
+                result.errors.append(f"no answer within {FIRST_AUDIO_TIMEOUT_SECS:g} s (last events: {kinds})"
                                      if not client.closed.is_set() else
                                      f"closed {client.log.close_code} {client.log.close_reason}")
                 break
             result.v2v.append(first - spoke_at)
+            deadline = time.monotonic() + REPLY_TIMEOUT_SECS  # let the answer finish (its turn message)
+            while len(client.log.turns()) == n and time.monotonic() < deadline and not client.closed.is_set():
+                await client.send_silence(0.1)
+            turns = client.log.turns()[n:]
             if any(t.get("errors") for t in turns):
                 result.errors.append("; ".join(e for t in turns for e in t.get("errors", [])))
             await client.send_silence(rng.uniform(1.0, 3.0))

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from bot.services import models
-
-
-@functools.lru_cache(maxsize=4)
-def _voice(onnx_path: str):
-    from piper import PiperVoice
-
-    return PiperVoice.load(onnx_path)
 
 
 def synthesize(text: str, voice: str = "", *, length_scale: float | None = None,
@@ -27,7 +19,7 @@ def synthesize(text: str, voice: str = "", *, length_scale: float | None = None,
     from piper import SynthesisConfig
 
     folder, voice_id = models.resolve_piper_voice(voice, "")
-    v = _voice(str(folder / f"{voice_id}.onnx"))
+    v = models.load_piper_voice(str(folder / f"{voice_id}.onnx"))
     config = SynthesisConfig(length_scale=length_scale,
                              noise_scale=0.0 if deterministic else None,
                              noise_w_scale=0.0 if deterministic else None)

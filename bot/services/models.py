@@ -5,6 +5,7 @@ Each function returns the local path or raises :class:`VoicebotError` saying whi
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 from dataclasses import dataclass
@@ -92,3 +93,12 @@ def resolve_piper_voice(voice: str, voice_dir: str) -> tuple[Path, str]:
         raise VoicebotError(f"Piper voice config {onnx}.json not found: put the voice's .onnx.json beside "
                             f"{onnx.name}")
     return onnx.parent, onnx.name[: -len(".onnx")]
+
+
+@functools.lru_cache(maxsize=4)
+def load_piper_voice(onnx_path: str):
+    """One loaded Piper voice per file and process. onnxruntime runs concurrent calls on one session
+    safely, so every session (and `bot.speech`) shares it: a loaded, warmed voice is ~170 MB."""
+    from piper import PiperVoice
+
+    return PiperVoice.load(onnx_path)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from pathlib import Path
 
-from pipecat.frames.frames import Frame
+from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.tts_service import TTSService
 
@@ -21,13 +23,43 @@ whole sentence at once, and with several sessions sharing two cores a sentence c
 (measured: 3.0-3.4 s with two `voicebot serve` sessions and other load), so the sentence would be lost."""
 
 
-class VoicePiperTTSService(PiperTTSService):
-    """Piper, with the CPU first while it synthesizes (see :mod:`bot.cpu`)."""
+class VoicePiperTTSService(TTSService):
+    """Piper from a local voice file, the loaded voice shared by every session of the process
+    (:func:`bot.services.models.load_piper_voice`; pipecat's ``PiperTTSService`` loads its own copy per
+    instance), with the CPU first while it synthesizes (see :mod:`bot.cpu`)."""
+
+    Settings = PiperTTSService.Settings
+
+    def __init__(self, onnx_path: Path, **kwargs) -> None:
+        super().__init__(push_start_frame=True, push_stop_frames=True,
+                         settings=self.Settings(model=None, voice=onnx_path.name[: -len(".onnx")], language=None),
+                         **kwargs)
+        self._piper = models.load_piper_voice(str(onnx_path))
+
+    def can_generate_metrics(self) -> bool:
+        return True
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        def pieces() -> Iterator[bytes]:
+            for chunk in self._piper.synthesize(text):  # one chunk per sentence Piper finds in the text
+                yield chunk.audio_int16_bytes
+
+        async def audio() -> AsyncIterator[bytes]:
+            it = pieces()
+            while (pcm := await asyncio.to_thread(next, it, None)) is not None:
+                yield pcm
+
         with SPEECH_FIRST.speaking():
-            async for frame in super().run_tts(text, context_id):
-                yield frame
+            try:
+                await self.start_tts_usage_metrics(text)
+                async for frame in self._stream_audio_frames_from_iterator(
+                        audio(), in_sample_rate=self._piper.config.sample_rate, context_id=context_id):
+                    await self.stop_ttfb_metrics()
+                    yield frame
+            except Exception as exc:  # a broken voice must not take the session down silently
+                yield ErrorFrame(error=f"speech synthesis failed: {exc}")
+            finally:
+                await self.stop_ttfb_metrics()
 
 
 OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
@@ -60,6 +92,5 @@ def make_tts(cfg: TTSConfig, persona: Persona) -> tuple[TTSService, str]:
         return make_openai_tts(cfg, persona)
     voice = cfg.voice or persona.voices.get("piper", "")
     folder, voice_id = models.resolve_piper_voice(voice, cfg.voice_dir)
-    service = VoicePiperTTSService(settings=PiperTTSService.Settings(voice=voice_id), download_dir=folder,
-                                   stop_frame_timeout_s=FIRST_AUDIO_TIMEOUT_SECS)
+    service = VoicePiperTTSService(folder / f"{voice_id}.onnx", stop_frame_timeout_s=FIRST_AUDIO_TIMEOUT_SECS)
     return service, f"piper {voice_id} ({folder})"
