@@ -270,9 +270,10 @@ class ServerConfig(_Section):
     max_audio_burst_secs: float = Field(default=2.0, gt=0, le=30,
                                         description="Audio may run ahead of real time by this much (network "
                                                     "jitter); more ends the session (1008).")
-    max_input_lag_secs: float = Field(default=0.5, gt=0, le=10,
-                                      description="Received audio the session could not take within this long "
-                                                  "is dropped (counted in /metrics) instead of queueing.")
+    max_input_lag_secs: float = Field(default=1.0, gt=0, le=10,
+                                      description="Received audio a busy session has not taken yet is kept up "
+                                                  "to this long; beyond it the oldest is dropped (audit "
+                                                  "audio.dropped, /metrics) instead of queueing.")
     audio_lead_secs: float = Field(default=0.12, ge=0.02, le=1.0,
                                    description="How far ahead of real time bot audio is sent (the client's jitter "
                                                "margin); clients drop it on the interruption frame at a barge-in.")

@@ -369,3 +369,33 @@ def test_serve_command_one_line_errors_and_sigterm_drain(tmp_path):
     assert proc.returncode == 0, err[-2000:]
     assert c.log.close_code == 1012 and "reconnect" in c.log.close_reason
     assert env["VOICEBOT_TOKEN"] not in out + err
+
+
+def test_a_session_that_falls_behind_drops_its_oldest_input(server):
+    """The server's loop stalls for 2.5 s while the client keeps talking in real time: the backlog beyond
+    server.max_input_lag_secs (1 s) is dropped, oldest first, and audited, and the session goes on."""
+    import re
+
+    from bot.audit.read import read_session
+
+    wait_idle(server)
+
+    async def go():
+        async with VoiceClient(server.ws) as c:
+            await c.wait_session()
+            await c.send_silence(0.5)
+            server.loop.call_soon_threadsafe(time.sleep, 2.5)  # the session's event loop is busy
+            await c.send_silence(3.5)
+            return c
+
+    c = asyncio.run(go())
+    assert c.log.close_code == 1000, (c.log.close_code, c.log.close_reason)
+    deadline = time.monotonic() + 10
+    while c.session["id"] not in server.server.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    records = [r for r in read_session(server.server.finished[c.session["id"]]).records
+               if r.get("type") == "audio.dropped"]
+    dropped = sum(r["data"]["secs"] for r in records)
+    assert records and records[0]["data"]["source"] == "websocket" and 1.0 <= dropped <= 2.6, records
+    metrics = get(server.base + "/metrics")[2]
+    assert float(re.search(r"^voicebot_dropped_audio_seconds_total (\S+)", metrics, re.M).group(1)) >= 1.0

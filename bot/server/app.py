@@ -309,7 +309,7 @@ class VoicebotServer:
             await transport.close(CloseReason(INTERNAL, f"session failed: {type(exc).__name__}"))
         finally:
             await transport.close(CloseReason(NORMAL, "session ended"))
-            self.metrics.dropped_audio.inc(transport.counters.dropped_audio_secs)
+            self.metrics.dropped_audio.inc(transport.input().drops.total_secs)
             code = transport.close_reason.code if transport.close_reason else NORMAL
             self.metrics.session_ends.labels(str(code)).inc()
             self.sessions.pop(sid, None)

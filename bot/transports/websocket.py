@@ -15,7 +15,6 @@ no longer reading) ends THIS session with a close code and a one-line reason (:c
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 from websockets.asyncio.server import ServerConnection
 
 from bot.transports.file import SessionClock
+from bot.transports.overload import AudioRing, BoundedInput
 
 MESSAGE_LABEL = "voicebot"
 """``label`` of every JSON message voicebot sends in a protobuf ``MessageFrame``."""
@@ -75,16 +75,15 @@ class Limits:
     sample_rate: int = 16000
     max_messages_per_sec: int = 200
     max_audio_burst_secs: float = 2.0
-    max_input_lag_secs: float = 0.5
+    max_input_lag_secs: float = 1.0
     audio_lead_secs: float = 0.12
     send_timeout_secs: float = 5.0
 
 
 @dataclass
 class Counters:
-    """What this session did, read by the server's /metrics."""
+    """What this session did (dropped audio: ``input().drops.total_secs``)."""
 
-    dropped_audio_secs: float = 0.0
     audio_in_secs: float = 0.0
     audio_out_secs: float = 0.0
 
@@ -178,17 +177,22 @@ class WebsocketTransport(BaseTransport):
                 pass
 
 
-class WebsocketInputTransport(BaseInputTransport):
+class WebsocketInputTransport(BoundedInput, BaseInputTransport):
     """Reads the client's frames, checks them, and feeds audio to the pipeline.
 
-    Received audio waits in a short queue; audio the pipeline could not take within
-    ``max_input_lag_secs`` is dropped (and counted) rather than piling up behind a busy session."""
+    Bounded like every input (:mod:`bot.transports.overload`): received audio waits in an
+    :class:`AudioRing` of ``max_input_lag_secs``; while pipecat's input queue is behind, the pump holds
+    back and the ring drops the oldest audio (reported as ``audio.dropped`` in the audit log and counted
+    in /metrics) rather than piling up behind a busy session."""
+
+    drop_source = "websocket"
 
     def __init__(self, transport: WebsocketTransport, params: TransportParams, **kwargs) -> None:
         super().__init__(params, **kwargs)
         self._t = transport
-        self._queue: collections.deque[tuple[float, InputAudioRawFrame]] = collections.deque()
         self._ready = asyncio.Event()
+        self._ring: AudioRing[InputAudioRawFrame] = AudioRing(transport.limits.max_input_lag_secs, self.drops,
+                                                              wake=self._ready.set, reason="pipeline-behind")
         self._reader: asyncio.Task | None = None
         self._pump: asyncio.Task | None = None
 
@@ -204,6 +208,7 @@ class WebsocketInputTransport(BaseInputTransport):
             if task is not None:
                 await self.cancel_task(task)
         self._reader = self._pump = None
+        self.drops.flush()
 
     async def stop(self, frame: EndFrame) -> None:
         await self._stop_tasks()
@@ -250,8 +255,7 @@ class WebsocketInputTransport(BaseInputTransport):
                         await t.close(CloseReason(POLICY, "audio arrives faster than real time: send it as it "
                                                           "is recorded"))
                         return
-                    self._queue.append((now, frame))
-                    self._ready.set()
+                    self._ring.put(frame, len(frame.audio) / 2 / limits.sample_rate)
                 elif isinstance(frame, InputTransportMessageFrame):
                     await self.broadcast_frame(InputTransportMessageFrame, message=frame.message)
                 elif isinstance(frame, InterruptionFrame):
@@ -274,16 +278,16 @@ class WebsocketInputTransport(BaseInputTransport):
         return None
 
     async def _feed(self) -> None:
-        lag = self._t.limits.max_input_lag_secs
         while True:
             await self._ready.wait()
             self._ready.clear()
-            while self._queue:
-                received, frame = self._queue.popleft()
-                if time.monotonic() - received > lag:
-                    self._t.counters.dropped_audio_secs += len(frame.audio) / 2 / frame.sample_rate
+            while len(self._ring):
+                if self.behind:  # pipecat has not taken what it got: hold back (the ring drops the oldest)
+                    await asyncio.sleep(0.02)
                     continue
-                await self.push_audio_frame(frame)
+                frame = self._ring.pop()
+                if frame is not None:
+                    await self.push_audio_frame(frame)
 
 
 class WebsocketOutputTransport(BaseOutputTransport):
