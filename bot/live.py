@@ -67,10 +67,11 @@ async def run_live(settings: Settings, persona: Persona, *, on_session: Callable
 
 def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, echo: Callable[..., None]) -> int:
     """``voicebot run`` without ``--input``. Returns the exit code."""
-    from bot.preflight import preflight
+    from pipelines import mode_for
 
-    preflight(settings)
-    echo(f"voicebot: mode={settings.mode} persona={persona.name} llm={settings.llm.provider}")
+    mode = mode_for(settings)
+    mode.preflight(settings)
+    echo(f"voicebot: {mode.describe(settings, persona).banner()}")
 
     def print_errors(turn) -> None:
         for err in turn.errors:

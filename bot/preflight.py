@@ -1,4 +1,7 @@
-"""Checks made before a session starts, so a bad setup fails in one clear line instead of mid-turn."""
+"""Checks of the servers the chat model (``llm.*``) and the speech stages (``stt.*``, ``tts.*``) name, made
+before they are used so a bad setup fails in one clear line instead of mid-turn.
+
+Each mode's ``Mode.preflight`` (pipelines/) calls the ones it needs; text chat calls :func:`check_chat_llm`."""
 
 from __future__ import annotations
 
@@ -7,13 +10,6 @@ import openai
 from bot.config import LLMConfig, Settings
 from bot.errors import VoicebotError
 from bot.services.llm import resolve_api_key
-
-
-def check_llm_server(settings: Settings, timeout: float = 3.0) -> None:
-    """For ``llm.provider = "openai"``: the server answers and accepts the key."""
-    if settings.mode != "pipeline":
-        return  # the [llm] section is only used by the cascade; other modes check their own server
-    check_openai_server(settings.llm, timeout)
 
 
 def check_openai_server(cfg: LLMConfig, timeout: float = 3.0) -> None:
@@ -62,10 +58,3 @@ def check_chat_llm(cfg: LLMConfig) -> None:
         from bot.services.ollama import check_ollama
 
         check_ollama(cfg)
-
-
-def preflight(settings: Settings) -> None:
-    if settings.mode == "pipeline":
-        check_chat_llm(settings.llm)
-    if settings.mode in ("pipeline", "audio-llm"):
-        check_audio_servers(settings)

@@ -23,7 +23,7 @@ from bot.persona import Persona
 from bot.recorder import AudioRecorder
 from bot.transports.file import FileTransport, load_audio
 from bot.turns import AnchoredClock, Turn, TurnTracker
-from pipelines import BuildContext, BuiltPipeline, build_pipeline
+from pipelines import BuildContext, BuiltPipeline, SessionHooks, build_pipeline
 
 SETTLE_SECS = 1.5
 """After the input ends, the session ends once nothing has happened for this long."""
@@ -47,16 +47,24 @@ StopCondition = Callable[[TurnTracker, PipelineWorker], Awaitable[None]]
 
 
 class Session:
-    """A pipeline, its tracker and its task. ``run()`` returns when ``stop_when`` says so."""
+    """A pipeline, its tracker and its task. ``run()`` returns when ``stop_when`` says so.
 
-    def __init__(self, settings: Settings, persona: Persona, transport: Any) -> None:
+    ``Session(settings, persona, transport, hooks=SessionHooks(...))``: the mode's pipeline (``settings.mode``)
+    on ``transport``, with the caller's hooks placed by the mode (:class:`pipelines.SessionHooks`: processors on
+    the user's transcript and on the reply text, turn and event listeners). Raises VoicebotError in one line
+    if the mode cannot be built or cannot honour a hook."""
+
+    def __init__(self, settings: Settings, persona: Persona, transport: Any, hooks: SessionHooks | None = None) -> None:
         self.settings = settings
         self.persona = persona
         self.transport = transport
-        self.built: BuiltPipeline = build_pipeline(BuildContext(settings, persona, transport))
+        self.hooks = hooks or SessionHooks()
+        self.built: BuiltPipeline = build_pipeline(BuildContext(settings, persona, transport, self.hooks))
         self.clock = AnchoredClock()
         self.tracker = TurnTracker(self.clock, lambda: transport.clock.t0,
                                    vad_start_secs=settings.vad.start_secs, vad_stop_secs=settings.vad.stop_secs)
+        self.tracker.turn_listeners.extend(self.hooks.on_turn)
+        self.tracker.event_listeners.extend(self.hooks.on_event)
         self.recorder = AudioRecorder(self.tracker)
         self.result = SessionResult(models=dict(self.built.models))
         self.tracker.turn_listeners.append(self.result.turns.append)
@@ -158,7 +166,8 @@ def until_file_done(input_done: asyncio.Event, max_reply_secs: float, settle_sec
 
 
 async def run_file(settings: Settings, persona: Persona, input_path: str | Path, output_path: str | Path,
-                   *, on_session: Callable[[Session], None] | None = None) -> SessionResult:
+                   *, on_session: Callable[[Session], None] | None = None,
+                   hooks: SessionHooks | None = None) -> SessionResult:
     """Answer the speech in ``input_path``; write what the bot said to ``output_path`` on the same timeline."""
     samples = load_audio(input_path, settings.transport.sample_rate)
     output_path = Path(output_path)
@@ -166,7 +175,7 @@ async def run_file(settings: Settings, persona: Persona, input_path: str | Path,
         raise VoicebotError(f"output folder {output_path.parent} does not exist: create it or pick another path")
     transport = FileTransport(samples, in_rate=settings.transport.sample_rate,
                               out_rate=settings.transport.output_sample_rate)
-    session = Session(settings, persona, transport)
+    session = Session(settings, persona, transport, hooks)
     if on_session is not None:
         on_session(session)
     try:

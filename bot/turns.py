@@ -38,7 +38,7 @@ from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
 from bot.frames import (BotSentenceFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
-                        SpeakerFrame, TurnResumedFrame, TurnTimingFrame)
+                        SpeakerFrame, TurnResumedFrame, TurnTimingFrame, UserTurnHeldFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -465,6 +465,12 @@ class TurnTracker(BaseObserver):
             turn = self._answering()
             if turn is not None:
                 turn.extra_timings.update(frame.timings)
+        elif isinstance(frame, UserTurnHeldFrame):
+            # A transcript processor (e.g. Discord's reply gate) let none of this turn through: it is heard, not
+            # answered, and what the user says next is a turn of its own.
+            turn = self.current
+            if turn is not None and turn.t_llm_start is None and not turn.refused and turn.index > 0:
+                self._finish(turn)
         elif isinstance(frame, InputRefusedFrame):
             if self.current is not None:
                 self.current.refused = True

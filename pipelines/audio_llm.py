@@ -13,71 +13,90 @@ from __future__ import annotations
 
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
 
+from bot.config import Settings
 from bot.echo import make_echo_policy
 from bot.errors import VoicebotError
-from bot.processors.turn_audio import HeardSpeech, SpeechSegmenter, record_transcribed_speech
-from bot.services.audio_llm import make_audio_llm, server_url
+from bot.preflight import check_audio_servers
+from bot.processors.turn_audio import HeardSpeech, SpeechSegmenter, store_transcribed
+from bot.services.audio_llm import check_ready, make_audio_llm, server_url
 from bot.services.stt import make_stt
 from bot.services.tts import make_tts
-from pipelines.base import BuildContext, BuiltPipeline
-from pipelines.cascade import make_moderation_gates, make_turn_strategies, make_vad
+from pipelines.base import BuildContext, BuiltPipeline, Capabilities, ConfigSection, Mode, transcript_stage
+from pipelines.cascade import make_moderation_gates, make_turn_strategies, make_vad, pipeline_aggregators
 
 
-def build_audio_llm(ctx: BuildContext) -> BuiltPipeline:
-    s = ctx.settings
-    cfg = s.audio_llm
-    transcribe = cfg.transcribe_for_audit
-    if not transcribe and s.moderation.input.enabled:
-        # Fail closed: input moderation checks the transcript, and there would be none.
-        raise VoicebotError("audio_llm.transcribe_for_audit = false leaves input moderation no transcript to check: "
-                            "keep transcribing, or turn input moderation off explicitly "
-                            "(moderation.input.enabled = false)")
+class AudioLLMMode(Mode):
+    """``mode = "audio-llm"``: an audio-in LLM hears the turn, our TTS speaks its text answer."""
 
-    context = LLMContext()
-    heard = HeardSpeech(max_secs=max(60.0, 2 * cfg.max_audio_secs))
-    llm = make_audio_llm(cfg, ctx.persona, heard, context, transcribed=transcribe)  # fails fast: key, server
-    if transcribe:
-        stt, stt_desc = make_stt(s.stt)
-        record_transcribed_speech(stt, heard)
-        stt_desc += " (audit log and input moderation only; the LLM hears the audio)"
-    else:
-        stt, stt_desc = SpeechSegmenter(heard), "none (audio_llm.transcribe_for_audit = false)"
-    tts, tts_desc = make_tts(s.tts, ctx.persona)
-    check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
-                                                                       s.tts.first_chunk)
+    name = "audio-llm"
+    summary = "audio-in LLM -> TTS"
+    no_transcript_hint = "set audio_llm.transcribe_for_audit = true"
 
-    strategies = make_turn_strategies(s.vad)
-    if not transcribe:  # no transcript will ever come: the turn ends on the VAD and the silence timer alone
-        for strategy in strategies.stop or []:
-            if hasattr(strategy, "wait_for_transcript"):
-                strategy.wait_for_transcript = False
-    # empty_user_turn=None: a turn Whisper heard no words in is not answered (in the cascade pipecat may
-    # prompt the LLM about it, with a "developer" message and no audio to go with it).
-    aggregators = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(user_turn_strategies=strategies, empty_user_turn=None))
-    pipeline = Pipeline([
-        ctx.transport.input(),
-        make_echo_policy(s, ctx.transport),
-        make_vad(s.vad),
-        stt,
-        aggregators.user(),
-        *check_input,
-        llm,
-        *check_output,
-        tts,
-        ctx.transport.output(),
-        aggregators.assistant(),
-    ])
-    history = f"current turn + {cfg.history_audio_turns} earlier as audio, older as " + \
-        ("transcripts" if transcribe else "placeholders")
-    return BuiltPipeline(pipeline=pipeline, context=context,
-                         models={"stt": stt_desc,
-                                 "llm": f"audio-llm: {cfg.model} at {server_url(cfg)} "
-                                        f"(input_audio {cfg.audio_format}, 16 kHz mono; {history})",
-                                 "tts": tts_desc, "vad": f"silero, turn={s.vad.turn}",
-                                 "moderation": moderation_desc})
+    def capabilities(self, settings: Settings) -> Capabilities:
+        transcribe = settings.audio_llm.transcribe_for_audit
+        sections: set[ConfigSection] = {"audio_llm", "tts"} | ({"stt"} if transcribe else set())
+        return Capabilities(has_transcript=transcribe, text_checkpoint=True, server_turn_detection=False,
+                            sections=frozenset(sections))
+
+    def preflight(self, settings: Settings) -> None:
+        self._check_moderation(settings)
+        check_audio_servers(settings)
+        check_ready(settings.audio_llm)
+
+    def engine(self, settings: Settings) -> tuple[tuple[str, str], ...]:
+        return (("audio-llm", settings.audio_llm.model or "?"),)
+
+    @staticmethod
+    def _check_moderation(settings: Settings) -> None:
+        if not settings.audio_llm.transcribe_for_audit and settings.moderation.input.enabled:
+            # Fail closed: input moderation checks the transcript, and there would be none.
+            raise VoicebotError("audio_llm.transcribe_for_audit = false leaves input moderation no transcript to "
+                                "check: keep transcribing, or turn input moderation off explicitly "
+                                "(moderation.input.enabled = false)")
+
+    def build(self, ctx: BuildContext) -> BuiltPipeline:
+        s = ctx.settings
+        cfg = s.audio_llm
+        transcribe = cfg.transcribe_for_audit
+        self._check_moderation(s)
+
+        context = LLMContext()
+        heard = HeardSpeech(max_secs=max(60.0, 2 * cfg.max_audio_secs))
+        llm = make_audio_llm(cfg, ctx.persona, heard, context, transcribed=transcribe)  # fails fast: key, server
+        if transcribe:
+            stt, stt_desc = make_stt(s.stt, on_transcribed=store_transcribed(heard))
+            stt_desc += " (audit log and input moderation only; the LLM hears the audio)"
+        else:
+            stt, stt_desc = SpeechSegmenter(heard), "none (audio_llm.transcribe_for_audit = false)"
+        tts, tts_desc = make_tts(s.tts, ctx.persona)
+        check_input, check_output, moderation_desc = make_moderation_gates(s.moderation, ctx.persona,
+                                                                           s.tts.first_chunk)
+        # Without a transcript the turn ends on the VAD and the silence timer alone.
+        strategies = make_turn_strategies(s.vad, wait_for_transcript=transcribe)
+        # A turn Whisper heard no words in is not answered (in the cascade pipecat may prompt the LLM about
+        # it, with a "developer" message and no audio to go with it).
+        aggregators = pipeline_aggregators(context, strategies, ctx.hooks, answer_empty_turns=False)
+        pipeline = Pipeline([
+            ctx.transport.input(),
+            make_echo_policy(s, ctx.transport),
+            make_vad(s.vad),
+            stt,
+            *transcript_stage(ctx.hooks)[0],
+            aggregators.user(),
+            *check_input,
+            llm,
+            *check_output,
+            *ctx.hooks.on_reply_text,
+            tts,
+            ctx.transport.output(),
+            aggregators.assistant(),
+        ])
+        history = f"current turn + {cfg.history_audio_turns} earlier as audio, older as " + \
+            ("transcripts" if transcribe else "placeholders")
+        return BuiltPipeline(pipeline=pipeline, context=context,
+                             models={"stt": stt_desc,
+                                     "llm": f"audio-llm: {cfg.model} at {server_url(cfg)} "
+                                            f"(input_audio {cfg.audio_format}, 16 kHz mono; {history})",
+                                     "tts": tts_desc, "vad": f"silero, turn={s.vad.turn}",
+                                     "moderation": moderation_desc})

@@ -14,7 +14,7 @@ import pytest
 
 from bot.audit import read_session, verify
 from bot.config import Mode
-from bot.discord.app import DiscordApp, insert_after_stt, make_client, run_bot
+from bot.discord.app import DiscordApp, make_client, run_bot
 from bot.discord.policy import ReplyGate
 from bot.errors import VoicebotError
 from bot.persona import load_persona
@@ -203,24 +203,93 @@ def test_configured_channel_is_joined_at_start_then_members_leave_and_the_bot_is
     run_app(app, scenario)
 
 
-def test_reply_gate_goes_right_after_stt():
-    from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.processors.frame_processor import FrameProcessor
+def test_mode_switch_to_realtime_and_audio_llm_runs_and_answers_in_the_channel(settings_factory, monkeypatch):
+    """Issue 11: /mode realtime used to leave the bot in the channel with nothing running. Now every mode
+    starts, hears Alice through py-cord's receive path and answers her in the channel; the reply gate is a
+    session hook each mode places on its own transcript (realtime: the server's input transcription)."""
+    from fake_audio_llm import FakeAudioLLM
+    from fake_realtime import FakeRealtimeServer, Reply, Scenario
     from pipecat.services.stt_service import STTService
 
-    class FakeSTT(STTService):
-        async def run_stt(self, audio):
-            yield None
+    from bot.realtime.service import RealtimeService, TranscriptReceipt
+    from test_discord_support import speech_frames
 
-    a, stt, b = FrameProcessor(), FakeSTT(), FrameProcessor()
-    pipeline = Pipeline([a, stt, b])
-    gate = ReplyGate("all", ["Nova"])
-    insert_after_stt(pipeline, gate)
-    procs = pipeline.processors
-    assert procs[procs.index(stt) + 1] is gate and procs[procs.index(gate) + 1] is b
-    assert stt._next is gate and gate._next is b and b._prev is gate
-    with pytest.raises(VoicebotError, match="speech-to-text"):
-        insert_after_stt(Pipeline([FrameProcessor()]), ReplyGate("all", []))
+    question = "Nova what is the capital of France?"
+    answer = "Paris is the capital of France."
+    monkeypatch.setenv("AUDIO_LLM_TEST_KEY", "sk-test")
+
+    async def scenario():
+        turns, audit_dirs = [], []
+        async with FakeRealtimeServer(Scenario(transcripts=[question], replies=[Reply(text=answer)])) as fake:
+            with FakeAudioLLM([answer], api_key="sk-test") as audio_llm:
+                settings = settings_factory(**{"llm.provider": "scripted", "llm.script": ["Hello."],
+                                               "discord.respond_to": "addressed",
+                                               "realtime.base_url": fake.base_url,
+                                               "audio_llm.model": "fake/ultravox",
+                                               "audio_llm.base_url": audio_llm.base_url,
+                                               "audio_llm.api_key_env": "AUDIO_LLM_TEST_KEY"})
+                app = DiscordApp(settings, load_persona("default"), turn_listeners=[turns.append])
+                alice = member(111, "Alice")
+                guild = make_guild(members={111: alice})
+                vc = FakeVoiceClient(guild)
+                alice.voice = SimpleNamespace(channel=make_channel(guild, vc))
+                try:
+                    await app.handlers.join(ctx(1, alice))
+                    frames = speech_frames(question)
+                    for mode, ssrc in (("realtime", 4001), ("audio-llm", 4002)):
+                        c = ctx(1, alice)
+                        await app.handlers.mode(c, mode)
+                        assert f"mode {mode}" in said(c), said(c)
+                        channel_session = app.sessions[1]
+                        procs = channel_session.session.built.pipeline.processors
+                        gate = next(i for i, p in enumerate(procs) if isinstance(p, ReplyGate))
+                        if mode == "realtime":
+                            assert isinstance(procs[gate - 1], RealtimeService)
+                            assert isinstance(procs[gate + 1], TranscriptReceipt)
+                        else:
+                            assert isinstance(procs[gate - 1], STTService)
+                        vc.played.clear()
+                        before = len(turns)
+                        speaker = vc.speak_in_background(111, ssrc, frames)
+                        assert await wait_for(lambda: any(t.t_bot_stop is not None for t in turns[before:]), 60,
+                                              0.2), (mode, [t.summary() for t in turns])
+                        speaker.join()
+                        answered = [t for t in turns[before:] if t.spoken_text]
+                        assert [t.spoken_text for t in answered] == [answer], (mode, [t.summary() for t in turns])
+                        assert answered[0].speaker == "Alice" and "nova" in answered[0].transcript.lower()
+                        assert "capital" in " ".join(t.transcript for t in turns[before:]).lower()
+                        assert vc.played, f"{mode}: the answer left as Discord frames"
+                        audit_dirs.append(channel_session.session.result.audit_dir)
+                        assert read_session(audit_dirs[-1]).header["mode"] == mode
+                finally:
+                    await app.close()
+                assert all(verify(d).ok and verify(d).ended for d in audit_dirs)
+        assert fake.problems == [] and len(fake.events("response.create")) == 1
+        assert audio_llm.errors == [] and len(audio_llm.requests) == 1
+
+    asyncio.run(scenario())
+
+
+def test_failed_mode_switch_keeps_the_channel_running(settings_factory, monkeypatch):
+    """A mode that cannot start (here: realtime on OpenAI without a key) is refused in one line before the
+    running session is stopped."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    app = app_for(settings_factory)
+
+    async def scenario():
+        guild = make_guild()
+        vc = FakeVoiceClient(guild)
+        alice = member(1, "Alice", make_channel(guild, vc))
+        await app.handlers.join(ctx(1, alice))
+        running = app.sessions[1].session
+        c = ctx(1, alice)
+        await app.handlers.mode(c, "realtime")
+        assert "OPENAI_API_KEY" in said(c), said(c)
+        assert app.sessions[1].session is running and app.sessions[1].settings.mode == "pipeline"
+        task = app.sessions[1]._task
+        assert task is not None and not task.done(), "the running session was not stopped"
+
+    run_app(app, scenario)
 
 
 def test_missing_token_fails_in_one_line_naming_the_variable(settings_factory, monkeypatch):

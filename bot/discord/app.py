@@ -1,8 +1,10 @@
 """The running Discord bot: one :class:`ChannelSession` (voice connection + pipeline + audit log) per guild.
 
 Joining a channel, in this order: connect; post the notice that the channel is transcribed and audited
-(if that fails, disconnect: nothing is recorded without notice); build the session (transport, pipeline,
-reply gate, audit log); start py-cord's receive sink. Leaving: stop receiving, end the pipeline (the audit
+(if that fails, disconnect: nothing is recorded without notice); build the session (transport, the mode's
+pipeline with the reply gate on the user's transcript as a session hook, audit log); start py-cord's receive
+sink. Every mode works here: the gate is placed by the mode (pipeline, audio-llm: after STT; realtime: on the
+server's input transcription, and a turn it holds back gets no response). Leaving: stop receiving, end the pipeline (the audit
 log gets its ``session.end``), disconnect. ``/persona`` and ``/mode`` end the session and start a new one
 (a new audit directory) in the same channel, with a fresh notice.
 """
@@ -29,47 +31,12 @@ from bot.session import Session
 from bot.text_chat import TextConversation
 from bot.transports.discord import DiscordTransport
 from bot.turns import Turn
+from pipelines import MODES, SessionHooks, mode_for
 
 log = logging.getLogger(__name__)
 
 PYCORD_RECEIVE_WARNING = r"Voice reception is currently broken"
 """py-cord 2.8.1 still warns on start/stop_recording although its receive path decrypts DAVE (docs/discord.md)."""
-
-
-def insert_after_stt(pipeline: Any, processor: Any) -> None:
-    """Put ``processor`` right after the pipeline's STT service.
-
-    The cascade builder has no hook for a transport-specific processor, so the reply gate is linked in here,
-    before the pipeline runs. Raises VoicebotError if the pipeline has no STT stage."""
-    from pipecat.services.stt_service import STTService
-
-    procs = pipeline.processors
-    for i, proc in enumerate(procs):
-        if isinstance(proc, STTService):
-            nxt = procs[i + 1]
-            procs.insert(i + 1, processor)
-            proc.link(processor)
-            processor.link(nxt)
-            return
-    raise VoicebotError("this mode's pipeline has no speech-to-text stage, so respond_to cannot be applied "
-                        "(the Discord transport needs transcripts to decide whom to answer)")
-
-
-def no_empty_turn_replies(pipeline: Any) -> bool:
-    """Turn off pipecat's reply to a user turn that ended without a transcript.
-
-    pipecat answers such a turn ("ask them to repeat") when it interrupted the bot or came before the bot's
-    first reply. With ``respond_to = "addressed"`` every unaddressed utterance reaches the user aggregator as
-    exactly such a turn (the reply gate held its transcript back), so the bot would answer people who did
-    not talk to it. Returns whether a user aggregator was found."""
-    from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
-
-    for proc in pipeline.processors:
-        params = getattr(proc, "_params", None)
-        if isinstance(proc, LLMUserAggregator) and hasattr(params, "empty_user_turn"):
-            params.empty_user_turn = None
-            return True
-    return False
 
 
 class ChannelSession:
@@ -120,9 +87,26 @@ class ChannelSession:
                 await self.vc.disconnect(force=True)
 
     async def restart(self, settings: Settings, persona: Persona) -> None:
+        """End this session and start one with ``settings``/``persona``. What can be checked first (the mode's
+        preflight: key, server; the reply gate's needs) is checked while the old session still runs; if the new
+        one fails to start anyway, the old settings are started again and the error is raised."""
+        self._hooks(settings, persona)
+        await asyncio.to_thread(mode_for(settings).preflight, settings)
+        old = self.settings, self.persona
         await self._stop_pipeline("restarted")
         self.settings, self.persona = settings, persona
-        self.speakers = SpeakerBook(settings.discord.speaker_label)
+        try:
+            await self._start_new()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._stop_pipeline("failed to start")
+            self.settings, self.persona = old
+            with contextlib.suppress(Exception):
+                await self._start_new()
+            raise
+
+    async def _start_new(self) -> None:
+        self.speakers = SpeakerBook(self.settings.discord.speaker_label)
         await self._notice()
         await self._start_pipeline()
 
@@ -150,14 +134,10 @@ class ChannelSession:
         transport = DiscordTransport(in_rate=self.settings.transport.sample_rate,
                                      out_rate=self.settings.transport.output_sample_rate,
                                      release_secs=cfg.floor_release_secs, lookback_secs=cfg.floor_lookback_secs)
-        session = await self.app.build_session(self.settings, self.persona, transport)
+        session = await self.app.build_session(self.settings, self.persona, transport,
+                                               self._hooks(self.settings, self.persona))
         self.text = await self.app.build_text(self.settings, self.persona, session)
-        insert_after_stt(session.built.pipeline, ReplyGate(cfg.respond_to, wake_names(self.persona)))
-        if cfg.respond_to == "addressed":
-            no_empty_turn_replies(session.built.pipeline)
         transport.pipeline_busy = lambda: session.tracker.llm_running
-        for listener in self.app.turn_listeners:
-            session.tracker.turn_listeners.append(listener)
         guild = getattr(self.channel, "guild", None)
         session.open_audit(discord={"guild_id": getattr(guild, "id", None), "channel_id": self.channel.id,
                                     "channel": getattr(self.channel, "name", None),
@@ -178,6 +158,21 @@ class ChannelSession:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=PYCORD_RECEIVE_WARNING)
             self.app.start_listening(self.vc, self.sink)
+
+    def _hooks(self, settings: Settings, persona: Persona) -> SessionHooks:
+        """The reply gate on the user's transcript (every mode that transcribes), and the app's turn listeners.
+
+        With ``respond_to = "addressed"`` every unaddressed utterance ends as a user turn with no transcript
+        let through, which pipecat would otherwise answer ("ask them to repeat")."""
+        cfg = settings.discord
+        caps = mode_for(settings).capabilities(settings)
+        if not caps.has_transcript and cfg.respond_to == "addressed":
+            raise VoicebotError(f"discord.respond_to = \"addressed\" needs the user's transcript, which mode "
+                                f"{settings.mode} does not make here: set audio_llm.transcribe_for_audit = "
+                                "true or discord.respond_to = \"all\"")
+        gate = [ReplyGate(cfg.respond_to, wake_names(persona))] if caps.has_transcript else []
+        return SessionHooks(on_transcript=gate, on_turn=tuple(self.app.turn_listeners),
+                            answer_empty_turns=cfg.respond_to == "all")
 
     async def _until_stopped(self, _tracker: Any, _task: Any) -> None:
         await self._stop.wait()
@@ -277,8 +272,9 @@ class DiscordApp:
 
     # -- seams (py-cord and the models), replaced in tests ----------------------------------------
 
-    async def build_session(self, settings: Settings, persona: Persona, transport: DiscordTransport) -> Session:
-        return await asyncio.to_thread(Session, settings, persona, transport)
+    async def build_session(self, settings: Settings, persona: Persona, transport: DiscordTransport,
+                            hooks: SessionHooks) -> Session:
+        return await asyncio.to_thread(Session, settings, persona, transport, hooks)
 
     async def build_text(self, settings: Settings, persona: Persona, session: Session) -> TextConversation:
         """Text turns share the voice session's context and turn tracker (so its audit log)."""
@@ -331,10 +327,7 @@ class DiscordApp:
             raise VoicebotError("not in a voice channel here: /join first")
         settings, persona_obj = session.settings, session.persona
         if mode is not None:
-            from pipelines import BUILDERS
-
-            if mode not in BUILDERS:
-                raise VoicebotError(f"unknown mode {mode!r}: choose one of {', '.join(BUILDERS)}")
+            mode_for(mode)  # VoicebotError names the choices
             settings = settings.model_copy(update={"mode": mode})
         if persona is not None:
             persona_obj = load_persona(persona)  # VoicebotError names the choices
@@ -399,8 +392,6 @@ def make_client(app: DiscordApp) -> Any:
     """The py-cord ``Bot`` with the intents voicebot needs and the slash commands registered."""
     import discord
 
-    from pipelines import BUILDERS
-
     intents = discord.Intents.none()
     intents.guilds = True        # guilds and channels
     intents.voice_states = True  # who is in which voice channel; needed to connect and to map audio to members
@@ -408,7 +399,7 @@ def make_client(app: DiscordApp) -> Any:
     #                                Message Content intent)
     bot = discord.Bot(intents=intents)
     register(bot, app.handlers, guild_ids=app.settings.discord.guild_ids or None,
-             personas=list_personas(), modes=list(BUILDERS))
+             personas=list_personas(), modes=list(MODES))
     bot.add_listener(app.on_voice_state_update, "on_voice_state_update")
     bot.add_listener(app.on_ready, "on_ready")
     bot.add_listener(app.on_message, "on_message")

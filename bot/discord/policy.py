@@ -4,8 +4,8 @@
 * :class:`SpeakerBook` — a stable label per user for the session: the display name at first sight (kept even
   if they rename; a clash gets `` (2)``), or ``user:<id>``.
 * :func:`is_addressed` — case-insensitive whole-word match of the persona's name or a wake word.
-* :class:`ReplyGate` — a pipecat processor placed right after STT. It decides per transcript whether the
-  turn is answered (``respond_to = "all"`` answers everything; ``"addressed"`` only transcripts that name
+* :class:`ReplyGate` — a transcript processor (``SessionHooks.on_transcript``: after STT, or after the realtime
+  service's input transcription). It decides per transcript whether the turn is answered (``respond_to = "all"`` answers everything; ``"addressed"`` only transcripts that name
   the bot). Unanswered transcripts never reach the LLM, but they are still heard: the turn tracker saw
   them leave STT, so they are in the audit log with no reply. The gate tells the input transport about
   every decision with an upstream :class:`ReplyDecisionFrame`, so floor control knows a reply is coming.
@@ -17,15 +17,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import (
-    Frame,
-    SystemFrame,
-    TranscriptionFrame,
-    UserStoppedSpeakingFrame,
-)
+from pipecat.frames.frames import Frame, SystemFrame, TranscriptionFrame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from bot.frames import SpeakerFrame
+from bot.frames import ends_user_turn
 
 RESPOND_TO = ("all", "addressed")
 MAX_LABEL = 64
@@ -122,8 +117,9 @@ class ReplyGate(FrameProcessor):
     """Lets through the transcripts the bot should answer. See the module docstring.
 
     Within one user turn, the first addressed transcript also releases the ones held before it ("what time
-    is it ... Nova?"), and later ones pass ("Nova ... what time is it?"). A turn ends when the user
-    aggregator broadcasts ``UserStoppedSpeakingFrame`` or the floor passes to someone else.
+    is it ... Nova?"), and later ones pass ("Nova ... what time is it?"). A turn ends at a frame for which
+    :func:`bot.frames.ends_user_turn` holds (the user aggregator's ``UserStoppedSpeakingFrame``, the realtime
+    service's ``UserTurnTranscribedFrame``, or the floor passing to someone else).
     """
 
     def __init__(self, respond_to: str, names: Iterable[str], **kwargs) -> None:
@@ -147,7 +143,7 @@ class ReplyGate(FrameProcessor):
         if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
             await self._transcript(frame)
             return
-        if isinstance(frame, (UserStoppedSpeakingFrame, SpeakerFrame)):
+        if ends_user_turn(frame):
             self._new_turn()
         await self.push_frame(frame, direction)
 

@@ -4,7 +4,7 @@ pipecat's segmented STT already cuts the input into speech segments at the VAD's
 second of audio from before the VAD fired, so the first syllable is kept). Audio-llm mode reuses that
 cut, so the audio the LLM hears is exactly the audio Whisper transcribed for the audit log:
 
-* :func:`record_transcribed_speech` makes the cascade's Whisper STT also put each segment it heard
+* :func:`store_transcribed`, given to the cascade's Whisper STT (``on_transcribed``), puts each segment it heard
   words in into a :class:`HeardSpeech` store, *before* its transcript goes on to the user aggregator.
   A segment Whisper hears no words in (a cough, a door) is not stored and starts no turn, as in the
   cascade.
@@ -23,7 +23,7 @@ import threading
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from pipecat.frames.frames import Frame, TranscriptionFrame
+from pipecat.frames.frames import Frame
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService
 
@@ -91,27 +91,14 @@ class HeardSpeech:
             return None
 
 
-def record_transcribed_speech(stt: SegmentedSTTService, heard: HeardSpeech) -> SegmentedSTTService:
-    """Make a segmented STT service store the audio of each segment it transcribes to some words.
+def store_transcribed(heard: HeardSpeech):
+    """A :data:`bot.services.stt.SegmentListener` that stores each transcribed segment in ``heard``
+    (``make_stt(cfg, on_transcribed=store_transcribed(heard))``)."""
 
-    The segment is stored before its ``TranscriptionFrame`` is pushed, so by the time the user
-    aggregator writes the turn to the context, its audio is in ``heard``.
-    """
-    transcribe = stt.run_stt  # the service's own method, bound before it is replaced on this instance
-    padding_secs = float(getattr(stt, "_trailing_silence_secs", 0.0))
+    def store(pcm: bytes, rate: int, text: str) -> None:
+        heard.add(Segment(pcm=pcm, rate=rate, text=text))
 
-    async def run_stt(audio: bytes) -> AsyncGenerator[Frame, None]:
-        async for frame in transcribe(audio):
-            if isinstance(frame, TranscriptionFrame) and frame.text.strip():
-                rate = stt.sample_rate or 16000
-                pad = int(padding_secs * rate) * BYTES_PER_SAMPLE
-                # SegmentedSTTService appends silence so Whisper finishes the last word; the LLM needn't hear it.
-                pcm = audio[: len(audio) - pad] if 0 < pad < len(audio) else audio
-                heard.add(Segment(pcm=pcm, rate=rate, text=frame.text))
-            yield frame
-
-    stt.run_stt = run_stt  # type: ignore[method-assign]
-    return stt
+    return store
 
 
 class SpeechSegmenter(SegmentedSTTService):

@@ -59,8 +59,10 @@ from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.utils.time import time_now_iso8601
 
 from bot.config import RealtimeConfig
-from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, TurnTimingFrame
+from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, TurnTimingFrame,
+                        UserTurnTranscribedFrame)
 from bot.persona import Persona
+from bot.processors.transcript_receipt import TranscriptReceipt
 from bot.realtime.client import RATE, RealtimeConnector, RealtimeLink, RealtimeRejected, RealtimeUnavailable
 from bot.realtime.holdback import Chunk, Chunker, HoldBack, Piece
 from bot.realtime.playout import BYTES_PER_MS, PlayoutLedger, PlayoutMarkFrame
@@ -73,6 +75,8 @@ TICK_SECS = 0.02
 HEALTHY_SECS = 60.0
 """A reconnected session that stays up this long gets its reconnection budget back."""
 BENIGN_ERRORS = {"response_cancel_not_active"}
+TRANSCRIPT_VERDICT_SECS = 30.0
+"""How long a turn waits for the transcript processors (a policy may ask a model) before it goes unanswered."""
 _FINALIZE = object()
 
 
@@ -143,8 +147,10 @@ def _message_item(role: str, text: str) -> dict[str, Any]:
 class RealtimeService(FrameProcessor):
     def __init__(self, *, cfg: RealtimeConfig, persona: Persona, connector: RealtimeConnector, context: LLMContext,
                  ledger: PlayoutLedger, refusal: RefusalVoice, piper_voice: str, input_gate: Gate | None,
-                 output_gate: Gate | None, input_rate: int, **kwargs: Any) -> None:
+                 output_gate: Gate | None, input_rate: int, transcript_receipt: TranscriptReceipt | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name="realtime", **kwargs)
+        self._receipt = transcript_receipt
         self.cfg = cfg
         self.persona = persona
         self._connector = connector
@@ -420,7 +426,7 @@ class RealtimeService(FrameProcessor):
         elif kind == "input_audio_buffer.speech_started":
             await self._barge_in("server VAD")
         elif kind == "input_audio_buffer.committed":
-            if self._input is None:
+            if self._input is None and self._receipt is None:
                 await self._turns.put(("committed", event.item_id, ""))
         elif kind == "conversation.item.input_audio_transcription.completed":
             await self._turns.put(("transcript", event.item_id, event.transcript or ""))
@@ -496,11 +502,19 @@ class RealtimeService(FrameProcessor):
                     return
                 await self._start_response()
             return
-        if text:
+        if self._receipt is not None:
+            if not await self._let_through(item_id, text):
+                # Held back by a transcript processor (e.g. Discord's reply gate): the model neither answers
+                # nor remembers it, as in the cascade, where such a transcript never reaches the LLM.
+                await self._send({"type": "conversation.item.delete", "item_id": item_id})
+                return
+        elif text:
             await self.push_frame(TranscriptionFrame(text=text, user_id="user", timestamp=time_now_iso8601()))
         if self._input is None:
             if text:
                 self._context.add_message({"role": "user", "content": text})
+                if self._receipt is not None:  # the response waited for the verdict (not started at commit)
+                    await self._start_response()
             return
         if not text:  # noise the server took for speech: nothing to answer
             await self._send({"type": "conversation.item.delete", "item_id": item_id})
@@ -512,6 +526,24 @@ class RealtimeService(FrameProcessor):
             return
         self._context.add_message({"role": "user", "content": text})
         await self._start_response()
+
+    async def _let_through(self, item_id: str, text: str) -> bool:
+        """Send the transcript through the transcript processors; True if it came out at the receipt."""
+        assert self._receipt is not None
+        if not text:
+            return False
+        verdict = self._receipt.expect(item_id)
+        frame = TranscriptionFrame(text=text, user_id="user", timestamp=time_now_iso8601())
+        frame.interruptible = False  # a barge-in must not lose a turn's transcript between here and the receipt
+        await self.push_frame(frame)
+        await self.push_frame(UserTurnTranscribedFrame(item_id=item_id))
+        try:
+            return await asyncio.wait_for(verdict, timeout=TRANSCRIPT_VERDICT_SECS)
+        except TimeoutError:
+            self._receipt.forget(item_id)
+            await self.push_error(f"realtime: the transcript processors gave no verdict on a turn within "
+                                  f"{TRANSCRIPT_VERDICT_SECS:g} s: it is not answered")
+            return False
 
     async def _refuse_input(self, item_id: str, text: str) -> None:
         """The model never answers this turn: its item is deleted from the server's conversation and the

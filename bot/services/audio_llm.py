@@ -279,15 +279,21 @@ class AudioLLMService(OpenAILLMService):
             await self.push_error(error_msg=describe_error(exc, self._cfg), exception=exc)
 
 
-def make_audio_llm(cfg: AudioLLMConfig, persona: Persona, heard: HeardSpeech, context: LLMContext, *,
-                   transcribed: bool) -> AudioLLMService:
-    """The service, after checking the config, the key and that the server answers."""
+def check_ready(cfg: AudioLLMConfig) -> str:
+    """The model is named, the key is there and the server answers (one line if not). Returns the key."""
     if not cfg.model:
         raise VoicebotError("mode is 'audio-llm' but audio_llm.model is empty: set the model the server serves, "
                             "e.g. audio_llm.model = \"gpt-audio-mini\" (OpenAI) or "
                             "\"fixie-ai/ultravox-v0_5-llama-3_2-1b\" (vLLM)")
     api_key = resolve_api_key(cfg)
     check_server(cfg, api_key)
+    return api_key
+
+
+def make_audio_llm(cfg: AudioLLMConfig, persona: Persona, heard: HeardSpeech, context: LLMContext, *,
+                   transcribed: bool) -> AudioLLMService:
+    """The service, after checking the config, the key and that the server answers."""
+    api_key = check_ready(cfg)
     settings = OpenAILLMService.Settings(model=cfg.model, system_instruction=persona.instructions,
                                          temperature=cfg.temperature, max_tokens=cfg.max_tokens)
     return AudioLLMService(cfg=cfg, heard=heard, context=context, transcribed=transcribed, api_key=api_key,

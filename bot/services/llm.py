@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipecat.frames.frames import Frame, LLMContextFrame
 from pipecat.processors.frame_processor import FrameDirection
@@ -24,6 +24,9 @@ from bot.services.keys import api_key_from_env
 from bot.services.local_chat import LlamaChatClient, ScriptedChatClient
 from bot.turn_speculation import speculated_text
 
+if TYPE_CHECKING:
+    from bot.processors.moderation import SpeculationHost
+
 
 class VoiceLLMService(OpenAILLMService):
     """``OpenAILLMService`` that skips a speculative request withdrawn before it got here.
@@ -34,8 +37,10 @@ class VoiceLLMService(OpenAILLMService):
     taken in order, the withdrawn request is never run.
     """
 
-    speculation = None
-    """The end-of-turn strategy running speculations (set by the cascade builder), or None."""
+    def __init__(self, *, speculation: SpeculationHost | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.speculation = speculation
+        """The end-of-turn strategy running speculations, or None."""
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, LLMContextFrame) and frame.speculation and self.speculation is not None \
@@ -131,11 +136,14 @@ def _check_openai_model(cfg: LLMConfig) -> None:
                             "serves, e.g. llm.model = \"gpt-4.1-mini\" or \"llama3.2\" for Ollama")
 
 
-def make_llm(cfg: LLMConfig, persona: Persona) -> LLMChoice:
+def make_llm(cfg: LLMConfig, persona: Persona, *, speculation: SpeculationHost | None = None) -> LLMChoice:
+    """The LLM stage of the cascade. ``speculation``: the end-of-turn strategy whose withdrawn speculative
+    requests the service skips (:class:`VoiceLLMService`)."""
     if cfg.provider == "openai":  # pipecat builds and configures its own OpenAI client
         _check_openai_model(cfg)
-        service = VoiceLLMService(api_key=resolve_api_key(cfg), base_url=cfg.base_url,
+        service = VoiceLLMService(api_key=resolve_api_key(cfg), base_url=cfg.base_url, speculation=speculation,
                                   settings=_settings(cfg, persona, cfg.model))
         return LLMChoice(service, cfg.model)
     chat = make_chat_client(cfg)
-    return LLMChoice(LocalLLMService(chat.client, settings=_settings(cfg, persona, chat.model)), chat.description)
+    return LLMChoice(LocalLLMService(chat.client, speculation=speculation,
+                                     settings=_settings(cfg, persona, chat.model)), chat.description)

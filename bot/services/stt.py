@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
 import numpy as np
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
+from pipecat.services.openai.stt import OpenAISTTService
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
@@ -25,6 +26,11 @@ FRAMES_PER_SEC = 100
 """Whisper's log-mel frame rate (10 ms hop)."""
 MAX_COMPRESSION_RATIO = 2.4
 """Whisper's own sign of a decoding loop (repeated text compresses well); such output is redone."""
+TRAILING_SILENCE_SECS = 0.5
+"""Silence appended to each segment so Whisper finishes the last word (pipecat's default)."""
+
+SegmentListener = Callable[[bytes, int, str], None]
+"""Called with (16-bit mono PCM without the appended silence, rate, transcript) of each segment heard as words."""
 
 
 @functools.lru_cache(maxsize=2)
@@ -35,7 +41,28 @@ def _whisper_model(path: str, device: str, compute_type: str, cpu_threads: int):
     return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
 
 
-class VoiceWhisperSTTService(WhisperSTTService):
+class HeardSegments:
+    """Mixin for a segmented STT service (listed before it): hands each speech segment heard as words to
+    ``self._on_transcribed`` (PCM without the silence appended for the model, rate, text) before its
+    transcript goes on, so audio-llm has the audio by the time the user aggregator writes the turn."""
+
+    _on_transcribed: SegmentListener | None = None
+    _padding_secs: float = TRAILING_SILENCE_SECS
+
+    def _hand_over(self, audio: bytes, text: str) -> None:
+        if self._on_transcribed is not None and text.strip():
+            rate = self.sample_rate or 16000  # type: ignore[attr-defined]
+            pad = int(self._padding_secs * rate) * 2
+            self._on_transcribed(audio[: len(audio) - pad] if 0 < pad < len(audio) else audio, rate, text)
+
+    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        async for frame in super().run_stt(audio):  # type: ignore[misc]
+            if isinstance(frame, TranscriptionFrame):
+                self._hand_over(audio, frame.text)
+            yield frame
+
+
+class VoiceWhisperSTTService(HeardSegments, WhisperSTTService):
     """pipecat's Whisper service, decoding one voice turn for latency.
 
     pipecat calls faster-whisper's general ``transcribe`` (30 s window, temperature fallback, beam 5).
@@ -47,12 +74,16 @@ class VoiceWhisperSTTService(WhisperSTTService):
     window. ``benchmarks/latency.py`` measures both.
     """
 
-    def __init__(self, *, beam_size: int = 1, cpu_threads: int = 0, window_secs: int = 10, **kwargs) -> None:
+    def __init__(self, *, beam_size: int = 1, cpu_threads: int = 0, window_secs: int = 10,
+                 trailing_silence_secs: float = TRAILING_SILENCE_SECS,
+                 on_transcribed: SegmentListener | None = None, **kwargs) -> None:
         self._beam_size = beam_size
         self._cpu_threads = cpu_threads
         self._window_frames = window_secs * FRAMES_PER_SEC
         self._tokenizer = None
-        super().__init__(**kwargs)
+        self._padding_secs = trailing_silence_secs
+        self._on_transcribed = on_transcribed
+        super().__init__(trailing_silence_secs=trailing_silence_secs, **kwargs)
 
     def _load(self) -> None:
         from faster_whisper.tokenizer import Tokenizer
@@ -104,6 +135,7 @@ class VoiceWhisperSTTService(WhisperSTTService):
         finally:
             await self.stop_processing_metrics()
         if text:
+            self._hand_over(audio, text)  # (this run_stt replaces the mixin's)
             yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), self._settings.language)
         else:
             yield NoWordsFrame()  # the end-of-turn strategy tells a false interruption by it
@@ -127,11 +159,19 @@ def resolve_stt_model(cfg: STTConfig) -> tuple[str, str]:
 OPENAI_STT_MODEL = "whisper-1"
 
 
-def make_openai_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
+class VoiceOpenAISTTService(HeardSegments, OpenAISTTService):
+    """pipecat's OpenAI STT service, handing each segment heard as words to ``on_transcribed``."""
+
+    def __init__(self, *, on_transcribed: SegmentListener | None = None, **kwargs) -> None:
+        self._on_transcribed = on_transcribed
+        self._padding_secs = TRAILING_SILENCE_SECS
+        super().__init__(trailing_silence_secs=TRAILING_SILENCE_SECS, **kwargs)
+
+
+def make_openai_stt(cfg: STTConfig, *,
+                    on_transcribed: SegmentListener | None = None) -> tuple[SegmentedSTTService, str]:
     """pipecat's OpenAI STT service against any ``/v1/audio/transcriptions`` server: each VAD speech
     segment is sent as a WAV file, the ``text`` of the answer is the transcript."""
-    from pipecat.services.openai.stt import OpenAISTTService
-
     from bot.services.keys import api_key_from_env
 
     key = api_key_from_env(cfg.api_key_env, cfg.base_url,
@@ -142,14 +182,16 @@ def make_openai_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
     except ValueError:
         raise VoicebotError(f"stt.language {cfg.language!r} is not a language code (e.g. en)") from None
     model = cfg.model or OPENAI_STT_MODEL
-    service = OpenAISTTService(api_key=key, base_url=cfg.base_url,
-                               settings=OpenAISTTService.Settings(model=model, language=language))
+    service = VoiceOpenAISTTService(api_key=key, base_url=cfg.base_url, on_transcribed=on_transcribed,
+                                    settings=OpenAISTTService.Settings(model=model, language=language))
     return service, f"openai {model} at {cfg.base_url or 'api.openai.com'}"
 
 
-def make_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
+def make_stt(cfg: STTConfig, *, on_transcribed: SegmentListener | None = None) -> tuple[SegmentedSTTService, str]:
+    """The STT stage. ``on_transcribed``: called with each speech segment heard as words, before its transcript
+    goes on (audio-llm stores the audio the model hears this way)."""
     if cfg.provider == "openai":
-        return make_openai_stt(cfg)
+        return make_openai_stt(cfg, on_transcribed=on_transcribed)
     model, description = resolve_stt_model(cfg)
     try:
         language = Language(cfg.language)
@@ -162,5 +204,6 @@ def make_stt(cfg: STTConfig) -> tuple[SegmentedSTTService, str]:
         beam_size=cfg.beam_size,
         cpu_threads=cfg.cpu_threads,
         window_secs=cfg.window_secs,
+        on_transcribed=on_transcribed,
     )
     return service, description
