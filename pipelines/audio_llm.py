@@ -30,7 +30,6 @@ class AudioLLMMode(Mode):
     """``mode = "audio-llm"``: an audio-in LLM hears the turn, our TTS speaks its text answer."""
 
     name = "audio-llm"
-    summary = "audio-in LLM -> TTS"
     no_transcript_hint = "set audio_llm.transcribe_for_audit = true"
 
     def capabilities(self, settings: Settings) -> Capabilities:

@@ -145,8 +145,6 @@ class Mode(ABC):
     """One way for the bot to hear and speak. Subclasses set :attr:`name` and implement the four methods."""
 
     name: ClassVar[ModeName]
-    summary: ClassVar[str]
-    """One line for ``--help`` and the Discord ``/mode`` choices."""
 
     @abstractmethod
     def capabilities(self, settings: Settings) -> Capabilities: ...

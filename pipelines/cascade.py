@@ -110,7 +110,6 @@ class PipelineMode(Mode):
     """``mode = "pipeline"``: the cascade, with text in between that is moderated and logged."""
 
     name = "pipeline"
-    summary = "STT -> LLM -> TTS"
 
     def capabilities(self, settings: Settings) -> Capabilities:
         return Capabilities(has_transcript=True, text_checkpoint=True, server_turn_detection=False,

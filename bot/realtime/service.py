@@ -4,7 +4,9 @@ Upstream of it the microphone audio (16 kHz) and the local Silero VAD frames; do
 frames the cascade emits, so turn tracking, the recorder, the audit log and the assistant context aggregator
 work unchanged:
 
-* ``TranscriptionFrame`` for the user's transcript (the server's input transcription);
+* ``TranscriptionFrame`` for the user's transcript (the server's input transcription); with transcript hooks
+  (``SessionHooks.on_transcript``) followed by a ``UserTurnTranscribedFrame``, and the turn is answered only if
+  the transcript reaches the ``TranscriptReceipt`` after the hooks (see docs/realtime.md);
 * ``ModerationVerdictFrame`` (input), then ``InputRefusedFrame`` and the refusal, or ``LLMFullResponseStartFrame``;
 * ``LLMTextFrame`` per transcript delta of the model's answer (not spoken, not written to the context);
 * per checked chunk a ``ModerationVerdictFrame`` (output) and a ``BotSentenceFrame`` (spoken / blocked / dropped);
