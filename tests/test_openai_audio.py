@@ -12,8 +12,8 @@ import pytest
 
 from bot.errors import VoicebotError
 from bot.persona import load_persona
-from bot.preflight import preflight
 from bot.session import run_file
+from pipelines import mode_for
 from conftest import word_recall
 from fake_openai_audio import FakeOpenAIAudio
 
@@ -49,7 +49,7 @@ def test_a_spoken_turn_through_openai_compatible_stt_and_tts(make_speech, settin
 
         os.environ["TEST_SPEECH_KEY"] = "sk-local-test"
         try:
-            preflight(settings)  # both servers answer /v1/models with the key
+            mode_for(settings).preflight(settings)  # both servers answer /v1/models with the key
             result = asyncio.run(run_file(settings, load_persona("default"), question, tmp_path / "reply.wav"))
         finally:
             del os.environ["TEST_SPEECH_KEY"]
@@ -89,9 +89,10 @@ def test_openai_speech_errors_are_one_line(settings_factory, monkeypatch):
     dead = settings_factory(**{"llm.provider": "scripted", "llm.script": ["Hi."], "stt.provider": "openai",
                                "stt.base_url": "http://127.0.0.1:9/v1"})
     with pytest.raises(VoicebotError, match=r"STT server http://127.0.0.1:9/v1 is unreachable .*stt.base_url"):
-        preflight(dead)
+        mode_for(dead).preflight(dead)
     with FakeOpenAIAudio(lambda s: "", lambda t: (np.zeros(10, np.float32), 24000), api_key="right") as server:
         monkeypatch.setenv("OPENAI_API_KEY", "wrong")
         with pytest.raises(VoicebotError, match=r"TTS server .* rejected the API key: check \$OPENAI_API_KEY"):
-            preflight(settings_factory(**{"llm.provider": "scripted", "llm.script": ["Hi."],
-                                          "tts.provider": "openai", "tts.base_url": server.base_url}))
+            scripted = settings_factory(**{"llm.provider": "scripted", "llm.script": ["Hi."],
+                                           "tts.provider": "openai", "tts.base_url": server.base_url})
+            mode_for(scripted).preflight(scripted)
