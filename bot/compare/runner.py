@@ -61,9 +61,9 @@ def _one_line(exc: BaseException) -> str:
 async def run_variant(variant: Variant, base: BaseConfig, inputs: list[InputItem], out_dir: Path,
                       progress: Progress = lambda _: None) -> VariantResult:
     from bot.persona import load_persona  # noqa: PLC0415
-    from bot.preflight import preflight  # noqa: PLC0415
     from bot.replay import replay  # noqa: PLC0415
     from bot.session import run_file  # noqa: PLC0415
+    from pipelines import mode_for  # noqa: PLC0415
 
     folder = out_dir / variant.slug
     result = VariantResult(variant=variant)
@@ -71,7 +71,7 @@ async def run_variant(variant: Variant, base: BaseConfig, inputs: list[InputItem
         settings = variant_settings(variant, base, folder / "audit")
         result.mode = settings.mode
         persona = load_persona(settings.persona)
-        preflight(settings)
+        mode_for(settings).preflight(settings)
     except VoicebotError as exc:
         result.status, result.reason = "skipped", _one_line(exc)
         progress(f"{variant.name}: skipped ({result.reason})")
