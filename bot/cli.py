@@ -61,6 +61,9 @@ def _setup_logging(verbose: bool) -> None:
     logger.remove()
     logger.add(sys.stderr, level="DEBUG" if verbose else "ERROR",
                format="<dim>{time:HH:mm:ss.SSS}</dim> {level: <7} {name}: {message}")
+    if not verbose:  # what the user should act on, even without -v: dropped input audio (overload)
+        logger.add(sys.stderr, level="WARNING", format="<yellow>warning: {message}</yellow>",
+                   filter=lambda r: r["name"] == "bot.transports.overload" and r["level"].no < 40)
 
 
 def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from bot.transports.file import FileTransport, load_audio
 from bot.turns import AnchoredClock, Turn, TurnTracker
 from pipelines import BuildContext, BuiltPipeline, SessionHooks, build_pipeline
 
+CANCEL_WAIT_SECS = 0.3
+"""A cancelled session waits this long for the pipeline to wind down before closing its audit log."""
 SETTLE_SECS = 1.5
 """After the input ends, the session ends once nothing has happened for this long."""
 GEMINI_SETTLE_SECS = 4.5
@@ -139,9 +141,13 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await stop_task
             if not run_task.done():
-                await self.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await run_task
+                # Cancelled (a signal): pipecat's cancel waits for work running on threads (a Whisper decode
+                # cannot be interrupted), so give it CANCEL_WAIT_SECS and close the session regardless
+                # (bot/signals.py: the process then exits without waiting for those threads).
+                # (asyncio.wait, not wait_for: wait_for waits for a timed-out cancel to finish.)
+                cancelling = asyncio.ensure_future(self.task.cancel())
+                await asyncio.wait({run_task, cancelling}, timeout=CANCEL_WAIT_SECS,
+                                   return_when=asyncio.ALL_COMPLETED)
             self.tracker.finish_all()
             self.result.errors = list(self.tracker.errors)
             self.result.context_messages = [dict(m) for m in self.built.context.get_messages()]

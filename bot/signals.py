@@ -52,7 +52,7 @@ T = TypeVar("T")
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_WITHIN_SECS = 2.0
 """What every command promises: from the first signal to the process gone."""
-DEFAULT_GRACE_SECS = 1.0
+DEFAULT_GRACE_SECS = 0.6
 """How long a command that stops gracefully gets before it is cancelled (cancelling + closing take the rest)."""
 
 
@@ -181,17 +181,59 @@ def run_until_stopped(main: Callable[[Stop], Coroutine[Any, Any, T]], *,
             if installed:
                 install()  # remove_signal_handler restored the defaults: SIGTERM must not kill us now
 
-    return asyncio.run(wrapper())
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(wrapper())
+    finally:
+        try:
+            _wind_down(loop, wait_for_threads=stop.signum is None)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+CLEANUP_WAIT_SECS = 0.2
+"""After a signal, tasks still running when the command returns get this long to finish their cancellation."""
+
+
+def _wind_down(loop: asyncio.AbstractEventLoop, *, wait_for_threads: bool) -> None:
+    """What ``asyncio.run`` does after the main coroutine (cancel what is left, close async generators, shut
+    the default executor down), except that after a signal nothing waits for long: a thread in the middle
+    of a model call (a Whisper decode) cannot be interrupted, and waiting for it would break the promise of
+    stopping within :data:`STOP_WITHIN_SECS`; :func:`finish` then exits without joining it."""
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        timeout = None if wait_for_threads else CLEANUP_WAIT_SECS
+        loop.run_until_complete(asyncio.wait(tasks, timeout=timeout))
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                loop.call_exception_handler({"message": "unhandled exception during shutdown",
+                                             "exception": task.exception(), "task": task})
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    if wait_for_threads:
+        loop.run_until_complete(loop.shutdown_default_executor())
+    else:
+        global _abandon_threads
+        _abandon_threads = True
+
+
+_abandon_threads = False
+"""Set once a signal stopped a command while threads may still be busy: :func:`finish` does not join them."""
 
 
 def finish(code: int) -> None:
     """End the process with ``code`` once the command is done, without the interpreter's teardown.
 
-    Waits for non-daemon threads (as the interpreter would), runs the ``atexit`` handlers (the audit
-    writers close any log still open there), flushes stdout and stderr, then ``os._exit(code)``."""
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    Waits for non-daemon threads (as the interpreter would; not after a signal stopped the command: what
+    they compute is no longer wanted), runs the ``atexit`` handlers (the audit writers close any log still
+    open there), flushes stdout and stderr, then ``os._exit(code)``."""
+    if not _abandon_threads:
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

@@ -241,6 +241,12 @@ class AuditWriter:
 
     def close(self, reason: str = "ended", **extra: Any) -> None:
         """Write ``session.end`` (``reason``, ``turns``, ``errors`` and ``extra``), drain, stop. Idempotent."""
+        self._begin_close(reason, **extra)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        _OPEN_WRITERS.discard(self)
+
+    def _begin_close(self, reason: str, **extra: Any) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -250,15 +256,18 @@ class AuditWriter:
             self._queue.put(("record", "session.end", data, stamp, t, []))
             self._queue.put(("stop",))
             self._closed = True
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-        _OPEN_WRITERS.discard(self)
 
     async def aflush(self) -> bool:
         return await asyncio.to_thread(self.flush)
 
     async def aclose(self, reason: str = "ended", **extra: Any) -> None:
-        await asyncio.to_thread(self.close, reason, **extra)
+        """:meth:`close` without blocking the event loop. It waits for the writer thread itself rather than
+        through ``asyncio.to_thread``: when a session is stopped (a signal), the default executor may be busy
+        with model calls that cannot be interrupted, and the log must be closed without waiting for them."""
+        self._begin_close(reason, **extra)
+        while self._thread.is_alive() and threading.current_thread() is not self._thread:
+            await asyncio.sleep(0.005)
+        _OPEN_WRITERS.discard(self)
 
     @property
     def closed(self) -> bool:
