@@ -14,23 +14,19 @@ Policies (``transport.echo``):
 * ``barge-in``: the audio is passed on untouched; the user can interrupt. For headphones (and files).
 * ``aec``: acoustic echo cancellation with WebRTC's AEC3 (from the ``livekit`` package): the far end
   (what the speaker plays, handed over by the transport through an :class:`EchoReference`) is
-  subtracted from the microphone signal, so the user can interrupt through open speakers.
+  subtracted from the microphone signal, so the user can interrupt through open speakers. The canceller
+  runs in a process of its own (:mod:`bot.aec`: livekit's native runtime must not live in a process
+  that finalizes).
 * ``auto``: the transport's ``default_echo`` (microphone: half-duplex), else barge-in.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
-import numpy as np
-import soxr
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
@@ -39,6 +35,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from bot.aec import WebRtcEchoCanceller
 from bot.errors import VoicebotError
 
 POLICIES = ("half-duplex", "barge-in", "aec")
@@ -46,10 +43,6 @@ CAPTURED_AT = "captured_at"
 """``InputAudioRawFrame.metadata`` key: ``time.monotonic()`` when the device delivered the block. With it the
 canceller pairs each microphone block with the speaker audio handed over before it, however late the
 event loop gets to the block (without it: all speaker audio handed over so far)."""
-AEC_FRAME_SECS = 0.01
-"""WebRTC's audio processing works on 10 ms frames."""
-START_TIMEOUT_SECS = 30.0
-"""How long the echo canceller's process may take to start (importing livekit on a busy CPU)."""
 
 
 def resolve_policy(configured: str, transport: Any) -> str:
@@ -88,166 +81,6 @@ class EchoReference:
                 self._secs -= len(pcm) / 2 / rate
                 out.append((pcm, rate))
         return out
-
-
-def _load_apm():
-    try:
-        from livekit import rtc
-    except ImportError as exc:  # pragma: no cover - livekit is a dependency
-        raise VoicebotError(f"transport.echo = aec needs the livekit package ({exc}): `pip install livekit`, "
-                            "or use transport.echo = half-duplex") from None
-    return rtc
-
-
-class _Apm:
-    """WebRTC's audio processing module (AEC3 echo canceller + high-pass filter) on mono int16 audio, in this
-    process. Used inside the AEC process only (:func:`_apm_process`)."""
-
-    def __init__(self, rate: int, noise_suppression: bool, delay_ms: int | None) -> None:
-        rtc = _load_apm()
-        self._rtc = rtc
-        self.rate = rate
-        self._n = int(rate * AEC_FRAME_SECS)
-        self._apm = rtc.AudioProcessingModule(echo_cancellation=True, noise_suppression=noise_suppression,
-                                              high_pass_filter=True, auto_gain_control=False)
-        self._delay_ms = delay_ms
-        self._far = np.zeros(0, dtype=np.int16)
-        self._near = np.zeros(0, dtype=np.int16)
-        self._resamplers: dict[int, soxr.ResampleStream] = {}
-
-    def far(self, pcm: bytes, rate: int) -> None:
-        samples = np.frombuffer(pcm, dtype="<i2")
-        if rate != self.rate:
-            rs = self._resamplers.get(rate)
-            if rs is None:
-                rs = self._resamplers[rate] = soxr.ResampleStream(rate, self.rate, 1, dtype="int16")
-            samples = rs.resample_chunk(samples)
-        self._far = np.concatenate([self._far, samples.astype(np.int16, copy=False)])
-        n = self._n
-        while len(self._far) >= n:
-            frame = self._rtc.AudioFrame(self._far[:n].tobytes(), self.rate, 1, n)
-            self._apm.process_reverse_stream(frame)
-            self._far = self._far[n:]
-
-    def near(self, pcm: bytes) -> bytes:
-        self._near = np.concatenate([self._near, np.frombuffer(pcm, dtype="<i2")])
-        n = self._n
-        out = []
-        while len(self._near) >= n:
-            frame = self._rtc.AudioFrame(self._near[:n].tobytes(), self.rate, 1, n)
-            if self._delay_ms is not None:
-                self._apm.set_stream_delay_ms(self._delay_ms)
-            self._apm.process_stream(frame)
-            out.append(frame.data.tobytes())
-            self._near = self._near[n:]
-        return b"".join(out)
-
-
-def _apm_process(conn: Any, rate: int, noise_suppression: bool, delay_ms: int | None) -> None:
-    """The AEC process: runs an :class:`_Apm` for its parent until the pipe closes, then ``os._exit``.
-
-    livekit's native runtime (tokio threads in ``liblivekit_ffi.so``) forwards its log records to Python
-    from a worker thread once a second; if that lands while the interpreter is finalizing, the thread is
-    unwound through Rust code and the process aborts ("panic in a function that cannot unwind", issue 11).
-    Here the runtime lives only in this process, which never finalizes: it leaves with ``os._exit``."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent; it closes the pipe
-    code = 0
-    try:
-        try:
-            apm = _Apm(rate, noise_suppression, delay_ms)
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-            conn.send(("error", str(exc)))
-            return
-        conn.send(("ready", ""))
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break
-            if msg[0] == "far":
-                apm.far(msg[1], msg[2])
-            elif msg[0] == "near":
-                for pcm, far_rate in msg[2]:
-                    apm.far(pcm, far_rate)
-                conn.send(apm.near(msg[1]))
-            else:  # "close"
-                break
-    except BaseException:  # noqa: BLE001
-        code = 1
-    finally:
-        with contextlib.suppress(Exception):
-            conn.close()
-        os._exit(code)
-
-
-class WebRtcEchoCanceller:
-    """WebRTC's audio processing module (AEC3 echo canceller + high-pass filter) on mono int16 audio.
-
-    ``far()`` takes what the speaker played (any rate), ``near()`` what the microphone heard (at
-    ``rate``) and returns it with the echo removed. Feed the far end before the near end that holds
-    its echo; AEC3 finds the delay between them itself (``delay_ms`` is only a starting hint).
-
-    The module runs in a child process of its own (:func:`_apm_process`), so livekit's native runtime
-    never lives in a process that finalizes (that is where it panicked); the far end is sent along with
-    the next near-end block, one round trip per microphone block. :meth:`close` (also on garbage
-    collection and at exit) ends the process; it also ends when this process does.
-    """
-
-    def __init__(self, rate: int = 16000, *, noise_suppression: bool = False, delay_ms: int | None = None) -> None:
-        _load_apm()  # a missing package fails here, in one line
-        self.rate = rate
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_apm_process, args=(child, rate, noise_suppression, delay_ms),
-                                 name="voicebot-aec", daemon=True)
-        self._proc.start()
-        child.close()
-        self._pending_far: list[tuple[bytes, int]] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        try:
-            status, detail = self._conn.recv() if self._conn.poll(START_TIMEOUT_SECS) else ("error", "no answer")
-        except (EOFError, OSError) as exc:
-            status, detail = "error", str(exc) or "it exited"
-        if status != "ready":
-            self.close()
-            raise VoicebotError(f"the echo canceller did not start ({detail}): use transport.echo = half-duplex")
-        self._finalizer = weakref.finalize(self, _end_process, self._conn, self._proc)
-
-    def far(self, pcm: bytes | np.ndarray, rate: int) -> None:
-        data = pcm.astype("<i2", copy=False).tobytes() if isinstance(pcm, np.ndarray) else bytes(pcm)
-        with self._lock:
-            self._pending_far.append((data, rate))
-
-    def near(self, pcm: bytes) -> bytes:
-        with self._lock:
-            far, self._pending_far = self._pending_far, []
-            if self._closed:
-                raise VoicebotError("the echo canceller is closed")
-            try:
-                self._conn.send(("near", bytes(pcm), far))
-                return self._conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
-                raise VoicebotError("the echo canceller process stopped: use transport.echo = half-duplex") from None
-
-    def close(self) -> None:
-        """End the canceller's process (idempotent)."""
-        self._closed = True
-        _end_process(self._conn, self._proc)
-
-
-def _end_process(conn: Any, proc: Any) -> None:
-    with contextlib.suppress(Exception):
-        conn.send(("close",))
-    with contextlib.suppress(Exception):
-        conn.close()
-    with contextlib.suppress(Exception):
-        proc.join(timeout=2)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(timeout=1)
 
 
 class EchoPolicy(FrameProcessor):
