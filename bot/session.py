@@ -148,6 +148,7 @@ class Session:
                 cancelling = asyncio.ensure_future(self.task.cancel())
                 await asyncio.wait({run_task, cancelling}, timeout=CANCEL_WAIT_SECS,
                                    return_when=asyncio.ALL_COMPLETED)
+            self.tracker.cut_off()  # stopped while the bot talked (a signal): that answer was cut
             self.tracker.finish_all()
             self.result.errors = list(self.tracker.errors)
             self.result.context_messages = [dict(m) for m in self.built.context.get_messages()]

@@ -302,6 +302,14 @@ class TurnTracker(BaseObserver):
         asked = [x for x in self.turns if x.t_llm_start is not None]
         return asked[-1] if asked else self.current
 
+    def cut_off(self) -> None:
+        """The bot's speech was cut (a barge-in, or the session stopped while it talked): the turn being
+        spoken is marked interrupted, with what had been played."""
+        turn = self.speaking
+        if turn is not None and self.bot_speaking and not turn.interrupted:
+            turn.interrupted = True
+            self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
+
     def finish_all(self) -> None:
         for turn in list(self.turns):
             self._finish(turn)
@@ -423,8 +431,7 @@ class TurnTracker(BaseObserver):
             turn = self.speaking
             if turn is not None and self.bot_speaking and not turn.interrupted:
                 self._cut = (turn, turn.to_speak[len(turn.played):])
-                turn.interrupted = True
-                self.emit("bot.interrupted", turn=turn.index, spoken_text=turn.spoken_text)
+                self.cut_off()
             # Replies that had not started playing are cancelled by the interruption: they never will.
             # (Not the greeting: queued as the session starts, it can reach TTS after this interruption.)
             for older in [x for x in self.turns if x is not self.current and x is not turn and x.index > 0]:
