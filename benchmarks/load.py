@@ -9,7 +9,8 @@ synthesized question, waits for the answer to finish, pauses a random while, ask
   audio frame arriving (the client's 100 ms jitter buffer comes on top)
 * underruns: gaps inside a bot reply, as a client playing the audio would hear them
 * refusals (connections over ``server.max_sessions``), errors (sessions that ended abnormally, questions
-  with no answer), the server's peak RSS and its CPU use (% of one core) while the N clients ran
+  with no answer), the server's peak RSS and its CPU use (% of one core) while the N clients ran, and
+  CPU seconds per answer (the capacity model's unit: all the server's CPU over the answers it gave)
 
     .venv/bin/python benchmarks/load.py                        # N = 1 2 3 4 5, max_sessions 4, 3 questions each
     .venv/bin/python benchmarks/load.py -n 1 4 --questions 4 --set llm.provider=ollama ...
@@ -181,13 +182,16 @@ async def run_level(server: ServerProcess, n: int, questions: list[np.ndarray], 
         qs = [questions[rng.randrange(len(questions))] for _ in range(per_client)]
         jobs.append(one_client(url, qs, rng))
     results = await asyncio.gather(*jobs)
-    cpu = (server.cpu_secs() - cpu0) / (time.monotonic() - t0) * 100
+    wall = time.monotonic() - t0
+    cpu_used = server.cpu_secs() - cpu0
+    cpu = cpu_used / wall * 100
     stop.set()
     await sampler
     v2v = [v for r in results for v in r.v2v]
     return {"n": n, "answers": len(v2v), "p50": pct(v2v, 50), "p95": pct(v2v, 95),
             "underruns": sum(r.underruns for r in results), "refusals": sum(r.refused for r in results),
-            "errors": sum(len(r.errors) for r in results), "rss": rss_peak, "cpu": cpu,
+            "errors": sum(len(r.errors) for r in results), "rss": rss_peak, "cpu": cpu, "wall": wall,
+            "cpu_per_answer": cpu_used / max(1, len(v2v)),
             "why": sorted({e for r in results for e in r.errors})[:3]}
 
 
@@ -220,12 +224,12 @@ def main() -> None:
             server.stop()
     base = rows[0]["p50"] if rows else float("nan")
     print("| sessions | answers | v2v p50 ms | v2v p95 ms | p50 / 1 session | underruns | refusals | errors "
-          "| server RSS MB | server CPU % |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| server RSS MB | server CPU % | CPU s / answer |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['n']} | {r['answers']} | {r['p50'] * 1000:.0f} | {r['p95'] * 1000:.0f} | "
               f"{r['p50'] / base:.2f}x | {r['underruns']} | {r['refusals']} | {r['errors']} | {r['rss']:.0f} | "
-              f"{r['cpu']:.0f} |")
+              f"{r['cpu']:.0f} | {r['cpu_per_answer']:.1f} |")
     for r in rows:
         if r["why"]:
             print(f"N={r['n']} errors: {'; '.join(r['why'])}")

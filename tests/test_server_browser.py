@@ -24,6 +24,8 @@ from conftest import word_recall
 from test_server import REPLY, ServerThread, make_settings
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+UNSAFE = "Shut up, you stupid fucking idiot."
+"""The scripted reply's last sentence: output moderation blocks it, the pirate's refusal is spoken instead."""
 
 
 class Page:
@@ -94,7 +96,7 @@ def test_browser_client_speaks_and_shows_the_turn(tmp_path, piper, transcriber):
     sf.write(str(mic), np.concatenate([np.zeros(48000 * 6, np.float32), 0.8 * audio,
                                        np.zeros(48000 * 40, np.float32)]),
              48000, subtype="PCM_16")
-    srv = ServerThread(make_settings(tmp_path, [REPLY]))
+    srv = ServerThread(make_settings(tmp_path, [f"{REPLY} {UNSAFE}"]))
     proc = None
     try:
         proc, port = launch(tmp_path, srv.base + "/?persona=pirate", mic)
@@ -120,11 +122,14 @@ def test_browser_client_speaks_and_shows_the_turn(tmp_path, piper, transcriber):
                 rate = await page.js("voicebot.playedRate")
                 session = await page.js("JSON.stringify(voicebot.session)")
                 dom = await page.js("document.getElementById('log').innerText")
+                wire = await page.js("JSON.stringify(voicebot.events)")
+                marked = await page.js("Array.from(document.querySelectorAll('.verdict, .refused'))"
+                                       ".map(e => e.textContent).join(' | ')")
                 report = await page.js("document.getElementById('report').href")
                 return json.loads(turns)[0], np.array(samples, dtype=np.float32) / 32768.0, rate, \
-                    json.loads(session), dom, report
+                    json.loads(session), dom, report, wire, marked
 
-        turn, played, rate, session, dom, report = asyncio.run(drive())
+        turn, played, rate, session, dom, report, wire, marked = asyncio.run(drive())
     finally:
         if proc is not None:
             proc.kill()
@@ -132,13 +137,19 @@ def test_browser_client_speaks_and_shows_the_turn(tmp_path, piper, transcriber):
         srv.stop()
     assert session["persona"] == "Captain Reed"
     assert word_recall("capital of France", turn["user"]) >= 0.6, turn
-    assert turn["said"] == REPLY
-    # The page shows the turn: what was heard, what was said, its latency.
+    refusal = "Arr, that be not a thing I'll speak of, matey."
+    assert turn["said"] == f"{REPLY} {refusal}" and turn["refused"]
+    # The page shows the turn: what was heard, what was said, the blocked piece marked, its latency.
     assert "capital" in dom.lower() and "Paris is the capital" in dom and "voice-to-voice" in dom
+    assert "a reply sentence was blocked (insult" in marked or "a reply sentence was blocked (profanity" in marked
+    assert "[refusal: moderation blocked part of this turn]" in marked
+    # The blocked sentence never reached the browser, not even as text.
+    assert "idiot" not in wire and "fucking" not in wire and "idiot" not in dom
     assert report.endswith(session["report"])
     # What the page played is the reply the server logged.
     assert len(played) / rate > 2.0
     heard = transcriber(soxr.resample(played, rate, 16000))
-    assert word_recall(REPLY, heard) >= 0.7, heard
+    assert word_recall(f"{REPLY} {refusal}", heard) >= 0.7, heard
+    assert "idiot" not in heard.lower()
     views = [v for v in read_session(srv.server.finished[session["id"]]).views() if v.complete]
     assert views and views[0].spoken == turn["said"]

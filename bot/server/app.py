@@ -350,7 +350,7 @@ class VoicebotServer:
             if kind == "moderation.verdict" and not (data.get("verdict") or {}).get("allowed", True):
                 self.metrics.moderation_blocks.labels(str(data.get("stage", "?"))).inc()
             if kind in FORWARDED_EVENTS:
-                transport.post_message("event", kind=kind, data=data)
+                transport.post_message("event", kind=kind, data=client_view(kind, data))
 
         def on_turn(turn: Turn) -> None:
             if turn.index == 0:
@@ -367,16 +367,34 @@ class VoicebotServer:
         tracker.turn_listeners.append(on_turn)
 
 
+VERDICT_FIELDS = ("allowed", "action", "categories")
+"""What a client sees of a moderation verdict: not its reason, scores or details (they quote the text)."""
+
+
+def _verdict(v: Any) -> dict[str, Any] | None:
+    return {k: v.get(k) for k in VERDICT_FIELDS} if isinstance(v, dict) else None
+
+
+def client_view(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A turn-tracker event as the client may see it: never a text that moderation blocked or did not
+    check (the bot does not say it, so the wire does not carry it either). The audit log keeps it all."""
+    if kind == "llm.sentence" and data.get("fate") != "spoken":
+        return {**data, "text": None}
+    if kind == "moderation.verdict":
+        verdict = data.get("verdict") or {}
+        return {**data, "text": data.get("text") if verdict.get("allowed") else None, "verdict": _verdict(verdict)}
+    return data
+
+
 def _turn_message(turn: Turn) -> dict[str, Any]:
     return {
         "turn": turn.index,
         "user": turn.transcript,
         "said": turn.spoken_text,
-        "generated": turn.generated,
         "interrupted": turn.interrupted,
         "refused": turn.refused,
-        "input_verdict": turn.input_verdict,
-        "output_verdicts": turn.output_verdicts,
+        "input_verdict": _verdict(turn.input_verdict),
+        "output_verdicts": [_verdict(v) for v in turn.output_verdicts],
         "timings": turn.timings(),
         "errors": turn.errors,
     }

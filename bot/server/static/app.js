@@ -86,14 +86,15 @@ function onMessage(msg) {
     const d = msg.data || {};
     if (d.turn) lastTurn = d.turn;
     if (msg.kind === "llm.sentence") {
+      // The server never sends the text of a blocked (or never checked) sentence: only that it was cut.
       const span = document.createElement("span");
-      span.textContent = d.text + " ";
-      if (d.fate === "blocked") span.className = "blocked";
-      if (d.fate === "dropped") span.className = "cut";
+      span.textContent = (d.fate === "spoken" ? d.text : `[${d.fate} by moderation]`) + " ";
+      if (d.fate !== "spoken") span.className = d.fate === "blocked" ? "blocked" : "cut";
       turnBox(d.turn || lastTurn).querySelector(".bot").append(span);
     } else if (msg.kind === "moderation.verdict" && d.verdict && d.verdict.allowed === false) {
       turnBox(d.turn || lastTurn).querySelector(".verdict").textContent +=
-        `${d.stage} blocked (${(d.verdict.categories || []).join(", ") || d.verdict.reason || "flagged"}) `;
+        `${d.stage === "input" ? "your turn" : "a reply sentence"} was blocked ` +
+        `(${(d.verdict.categories || []).join(", ") || "flagged"}). `;
     } else if (msg.kind === "bot.interrupted") {
       turnBox(d.turn || lastTurn).querySelector(".bot").classList.add("cut");
     }
@@ -101,7 +102,8 @@ function onMessage(msg) {
     const box = turnBox(msg.turn);
     box.querySelector(".user").textContent = msg.user || "(nothing recognised)";
     const bot = box.querySelector(".bot");
-    bot.textContent = (msg.said || "(no reply)") + (msg.interrupted ? " [interrupted]" : "");
+    bot.textContent = (msg.said || "(no reply)") + (msg.interrupted ? " [interrupted]" : "") +
+      (msg.refused ? " [refusal: moderation blocked part of this turn]" : "");
     if (msg.refused) bot.classList.add("refused");
     const t = msg.timings || {};
     const ms = (v) => v == null ? "-" : `${Math.round(v)} ms`;
