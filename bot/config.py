@@ -78,14 +78,20 @@ class LLMConfig(_Section):
 
 
 class TTSConfig(_Section):
-    provider: Literal["piper", "openai"] = Field(
+    provider: Literal["piper", "openai", "coqui"] = Field(
         default="piper", description="piper: in-process; openai: any OpenAI-compatible /v1/audio/speech server "
-                                     "(speaches, Kokoro-FastAPI, OpenAI), 24 kHz PCM streamed back.")
+                                     "(speaches, Kokoro-FastAPI, OpenAI), 24 kHz PCM streamed back; coqui: Coqui "
+                                     "TTS (VITS, XTTS-v2) from a local model folder, optional extra [coqui].")
     voice: str = Field(default="", description="piper: a .onnx path or a voice id in voice_dir (empty = the "
                                                "persona's piper voice, else en_US-joe-medium); openai: one of "
                                                "OpenAI's voice names (empty = the persona's openai voice, else "
-                                               "alloy).")
+                                               "alloy); coqui: the local model folder (empty = the persona's "
+                                               "voices.coqui).")
     model: str = Field(default="", description="openai: the model name on the server (empty = gpt-4o-mini-tts).")
+    speaker: str = Field(default="", description="coqui: a speaker name of a multi-speaker model, or a reference "
+                                                 ".wav for XTTS-v2 to clone (empty = the persona's "
+                                                 "voices.coqui_speaker).")
+    language: str = Field(default="en", description="coqui: XTTS-v2's language code.")
     base_url: str | None = Field(default=None, description="openai: the server, e.g. http://localhost:8880/v1 "
                                                            "(empty = OpenAI).")
     api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: name of the env var holding the key.")

@@ -1,4 +1,5 @@
-"""The TTS stage: Piper from a local voice file (nothing is downloaded), or an OpenAI-compatible speech server."""
+"""The TTS stage: Piper from a local voice file (nothing is downloaded), an OpenAI-compatible speech server, or
+Coqui TTS from a local model folder (bot/services/coqui.py)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,10 @@ def make_openai_tts(cfg: TTSConfig, persona: Persona) -> tuple[TTSService, str]:
 def make_tts(cfg: TTSConfig, persona: Persona) -> tuple[TTSService, str]:
     if cfg.provider == "openai":
         return make_openai_tts(cfg, persona)
+    if cfg.provider == "coqui":
+        from bot.services.coqui import make_coqui_tts
+
+        return make_coqui_tts(cfg, persona, stop_frame_timeout_s=FIRST_AUDIO_TIMEOUT_SECS)
     voice = cfg.voice or persona.voices.get("piper", "")
     folder, voice_id = models.resolve_piper_voice(voice, cfg.voice_dir)
     service = VoicePiperTTSService(folder / f"{voice_id}.onnx", stop_frame_timeout_s=FIRST_AUDIO_TIMEOUT_SECS)
