@@ -27,7 +27,7 @@ def assert_one_line_error(result, *fragments):
 
 
 def test_help_everywhere():
-    for args in ([], ["run"], ["demo"], ["personas"], ["config"], ["models"], ["audit"], ["audit", "verify"]):
+    for args in ([], ["run"], ["demo"], ["chat"], ["personas"], ["config"], ["models"], ["audit"], ["audit", "verify"]):
         result = cli(*args, "--help")
         assert result.returncode == 0, (args, result.stderr)
         assert "Usage" in result.stdout

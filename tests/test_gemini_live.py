@@ -153,3 +153,129 @@ def test_missing_key_fails_in_one_line(settings_factory, monkeypatch):
     s = settings_factory(mode="realtime", **{"realtime.provider": "gemini"})
     with pytest.raises(VoicebotError, match=r"\$GEMINI_API_KEY is not set"):
         GeminiConnector(s.realtime, PERSONA)
+
+
+class _Session:
+    """The two halves of google-genai's AsyncSession that GeminiLink uses: receive() (one model turn per call)
+    and the send methods, fed with Live API messages parsed by the SDK's own LiveServerMessage."""
+
+    def __init__(self, turns: list[list[dict]]) -> None:
+        from google.genai import types
+
+        self._turns = [[m if m == "pause" else types.LiveServerMessage.model_validate_json(
+            __import__("json").dumps(m)) for m in turn] for turn in turns]
+        self.told: list = []
+        self.go = asyncio.Event()
+
+    async def receive(self):
+        if not self._turns:
+            await asyncio.sleep(3600)
+        for message in self._turns.pop(0):
+            if message == "pause":  # wait for the test to act
+                await self.go.wait()
+                continue
+            yield message
+            await asyncio.sleep(0)
+
+    async def send_client_content(self, *, turns, turn_complete):
+        self.told.append((turns, turn_complete))
+
+
+def _audio(n: int) -> dict:
+    import base64
+
+    return {"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000",
+                                                                         "data": base64.b64encode(bytes(n)).decode()}}]}}}
+
+
+def _events(link, n: int) -> list:
+    async def take():
+        return [await asyncio.wait_for(link.recv(), 2) for _ in range(n)]
+
+    return take()
+
+
+def test_link_holds_the_model_turn_until_asked_and_maps_interruption():
+    """GeminiLink on its own: the answer waits for response.create; a barge-in (interrupted) becomes speech_started
+    and drops the held answer; a refused turn's answer never comes out; the refusal goes into the model's context
+    without asking it to answer."""
+    from bot.realtime.gemini import GeminiLink
+
+    async def scenario():
+        session = _Session([
+            [{"serverContent": {"inputTranscription": {"text": "Hi"}}},
+             _audio(960), {"serverContent": {"outputTranscription": {"text": "Hello."}}},
+             {"serverContent": {"interrupted": True}}, _audio(960), {"serverContent": {"turnComplete": True}}],
+            [{"serverContent": {"inputTranscription": {"text": "Say something bad"}}}, _audio(480),
+             {"serverContent": {"turnComplete": True}}],
+        ])
+        manager = type("M", (), {"__aexit__": lambda *a: asyncio.sleep(0)})()
+        link = GeminiLink(manager, session, "wss://test")
+        first = await _events(link, 2)
+        assert [e.type for e in first] == ["input_audio_buffer.committed",
+                                           "conversation.item.input_audio_transcription.completed"]
+        assert first[1].transcript == "Hi"
+        await asyncio.sleep(0.05)
+        # the barge-in, then the second user turn; nothing of the first answer (held, then interrupted)
+        events = [await link.recv() for _ in range(3)]
+        assert [e.type for e in events] == ["input_audio_buffer.speech_started", "input_audio_buffer.committed",
+                                            "conversation.item.input_audio_transcription.completed"]
+        assert events[2].transcript == "Say something bad"
+        events = events[1:]
+        await link.send({"type": "conversation.item.delete", "item_id": events[0].item_id})  # refused
+        await link.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": REFUSAL}]}})
+        await asyncio.sleep(0.05)
+        assert link._events.empty(), "a refused turn's answer is never given out"
+        (turns, complete), = session.told
+        assert (turns.role, turns.parts[0].text, complete) == ("model", REFUSAL, False)
+        await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_link_releases_a_complete_answer_in_order():
+    from bot.realtime.gemini import GeminiLink
+
+    async def scenario():
+        session = _Session([[{"serverContent": {"inputTranscription": {"text": "Hi"}}}, _audio(960),
+                             {"serverContent": {"outputTranscription": {"text": "Hello."}}}, _audio(480),
+                             {"serverContent": {"generationComplete": True}}, {"serverContent": {"turnComplete": True}}]])
+        manager = type("M", (), {"__aexit__": lambda *a: asyncio.sleep(0)})()
+        link = GeminiLink(manager, session, "wss://test")
+        await _events(link, 2)
+        await asyncio.sleep(0.05)
+        await link.send({"type": "response.create"})
+        got = await _events(link, 7)
+        assert [e.type for e in got] == [
+            "response.created", "response.output_item.added", "response.output_audio.delta",
+            "response.output_audio_transcript.delta", "response.output_audio.delta",
+            "response.output_audio_transcript.done", "response.done"]
+        assert got[-1].response.status == "completed" and got[-2].transcript == "Hello."
+        assert len({e.response_id for e in got[2:6]} | {got[0].response.id}) == 1
+        await link.close()
+
+    asyncio.run(scenario())
+
+
+def test_link_cancel_drops_the_rest_and_ends_the_response_as_cancelled():
+    from bot.realtime.gemini import GeminiLink
+
+    async def scenario():
+        session = _Session([[{"serverContent": {"inputTranscription": {"text": "Hi"}}}, _audio(960), "pause",
+                             _audio(960), {"serverContent": {"outputTranscription": {"text": "Bad."}}},
+                             {"serverContent": {"turnComplete": True}}]])
+        manager = type("M", (), {"__aexit__": lambda *a: asyncio.sleep(0)})()
+        link = GeminiLink(manager, session, "wss://test")
+        await _events(link, 2)
+        await link.send({"type": "response.create"})
+        got = await _events(link, 3)
+        assert [e.type for e in got] == ["response.created", "response.output_item.added",
+                                         "response.output_audio.delta"]
+        await link.send({"type": "response.cancel"})  # output blocked (or lag, barge-in) on the service's side
+        session.go.set()
+        (done,) = await _events(link, 1)  # the rest of the model's turn is dropped, then the response ends
+        assert done.type == "response.done" and done.response.status == "cancelled"
+        await link.close()
+
+    asyncio.run(scenario())
