@@ -204,7 +204,8 @@ def test_link_holds_the_model_turn_until_asked_and_maps_interruption():
     async def scenario():
         session = _Session([
             [{"serverContent": {"inputTranscription": {"text": "Hi"}}},
-             _audio(960), {"serverContent": {"outputTranscription": {"text": "Hello."}}},
+             _audio(960), {"serverContent": {"inputTranscription": {"text": " there"}}},  # late: not carried over
+             {"serverContent": {"outputTranscription": {"text": "Hello."}}},
              {"serverContent": {"interrupted": True}}, _audio(960), {"serverContent": {"turnComplete": True}}],
             [{"serverContent": {"inputTranscription": {"text": "Say something bad"}}}, _audio(480),
              {"serverContent": {"turnComplete": True}}],

@@ -179,6 +179,8 @@ class _Turn:
         self.complete = False
         self.released = False
         """response.created was given to the service: it waits for a response.done."""
+        self.interrupted = False
+        """The user spoke over it: input transcription from now on is the next user turn's."""
 
 
 class GeminiLink:
@@ -281,8 +283,17 @@ class GeminiLink:
         if content is None:
             return
         if content.input_transcription is not None and content.input_transcription.text:
-            self._heard.append(content.input_transcription.text)
+            turn = self._turn
+            if turn is not None and not turn.complete and not turn.interrupted:
+                # the rest of a user turn whose transcript was already handed over: not part of the checked
+                # text (the model may have heard it); not carried into the next turn either
+                logger.debug(f"gemini: input transcription after the answer started, not checked: "
+                             f"{content.input_transcription.text!r}")
+            else:
+                self._heard.append(content.input_transcription.text)
         if content.interrupted:
+            if self._turn is not None:
+                self._turn.interrupted = True
             self._emit({"type": "input_audio_buffer.speech_started", "audio_start_ms": 0,
                         "item_id": f"gemini-input-{self._turn.n + 1 if self._turn else 1}"})
             if self._turn is not None and self._turn.state != "dropped":
