@@ -50,7 +50,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
-from bot.frames import FalseInterruptionFrame, NoWordsFrame, TurnResumedFrame
+from bot.frames import FalseInterruptionFrame, NoWordsFrame, SpeakerFrame, TurnResumedFrame
 from bot.turn_completion import judge
 
 
@@ -91,8 +91,11 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._hold_task: asyncio.Task | None = None
         self._held = False
         """This pause already got its extra wait (one per pause keeps the wait bounded)."""
-        self._ended: tuple[float, str] | None = None
-        """(monotonic time, transcript) of the last turn that ended."""
+        self._ended: tuple[float, str, str] | None = None
+        """(monotonic time, transcript, speaker) of the last turn that ended."""
+        self._speaker = "user"
+        """Whose audio comes in now (a multi-speaker transport says so with a SpeakerFrame): only the same
+        speaker can continue a turn."""
         self._resuming = False
         """This turn continues the previous one: its withdrawn answer is still to leave the context."""
         self._resume_after_noise = resume_after_noise
@@ -115,7 +118,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             self._approved = text
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, BotStartedSpeakingFrame):
+        if isinstance(frame, SpeakerFrame):
+            self._speaker = frame.speaker or "user"
+        elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
         elif isinstance(frame, BotStoppedSpeakingFrame):
             self._bot_speaking = False
@@ -214,7 +219,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._segments = []
         self._cut_bot = self._bot_speaking
         ended, self._ended = self._ended, None
-        if ended is not None and self._resume_secs > 0:
+        if ended is not None and self._resume_secs > 0 and ended[2] == self._speaker:
             gap = time.monotonic() - ended[0]
             if gap <= self._resume_secs:
                 # A false end of turn: the user goes on. Broadcast (its upstream copy is pushed at once),
@@ -228,7 +233,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         await self._withdraw()  # a turn ended some other way (e.g. the stop watchdog)
         await self._cancel_hold()
         if self._segments:
-            self._ended = (time.monotonic(), self._turn_text)
+            self._ended = (time.monotonic(), self._turn_text, self._speaker)
         self._segments = []
         await super().handle_user_turn_stopped()
 

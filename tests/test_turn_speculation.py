@@ -15,7 +15,7 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.utils.asyncio.task_manager import TaskManager
 
-from bot.frames import NoWordsFrame
+from bot.frames import NoWordsFrame, SpeakerFrame
 from bot.persona import load_persona
 from bot.session import run_file
 from bot.turn_speculation import SpeculativeSilenceStop
@@ -162,6 +162,15 @@ def test_speech_soon_after_the_turn_ended_continues_that_turn_and_its_answer_lea
     assert events[3:] == [("infer", "ask not what your country can do for you."), ("turn end", True)]
     # the withdrawn answer is gone before the continuation is answered; the user's words stay
     assert [m["role"] for m in context.get_messages()] == ["user"]
+
+
+def test_another_speaker_does_not_continue_a_turn():
+    context = LLMContext(messages=[{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."}])
+    events = drive([SpeakerFrame(speaker="ann"), SPOKE, PAUSED, said("Hi."), ("sleep", WAIT * 1.5),
+                    SpeakerFrame(speaker="bob"), "turn start", SPOKE, PAUSED, said("Who are you?")],
+                   resume_secs=1.0, context=context)
+    assert not [e for e in events if e[0] == "broadcast"], events
+    assert len(context.get_messages()) == 2
 
 
 def test_speech_long_after_the_turn_ended_is_a_new_turn():
