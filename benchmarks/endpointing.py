@@ -11,9 +11,9 @@ Two sets:
 Each item runs through the file transport on the configured models; measured on the audio of reply.wav
 (same timeline as the input):
 
-* **premature turn end**: the bot decided a turn was over and started its answer inside a thought: a turn
-  whose speech ends more than 0.3 s before its thought does, or an answer withdrawn because the user went
-  on. Per minute of paused speech (the voiced span of the thoughts).
+* **premature turn end**: the bot decided a turn was over inside a thought: the user turns beyond one per
+  thought, plus the answers withdrawn because the user went on (each was a turn end). Per minute of paused
+  speech (the voiced span of the thoughts).
 * **premature reply**: such an answer was heard: its audio started before the thought was over (on a
   loaded CPU a premature answer can come so late that the user is already talking and it is never heard).
 * **turns merged correctly**: the session has exactly as many user turns as the item has thoughts.
@@ -158,8 +158,10 @@ def measure(label: str, path: Path, spans: list[tuple[float, float]], settings, 
         after = [o for o in onsets if o >= end]
         v2v.append(round(float(after[0] - end) * 1000, 1) if after else None)
     withdrawn = [w for turn in result.turns for w in turn.withdrawn]
-    early = [(t, e) for t in result.turns for s, e in spans
-             if t.speech_end is not None and t.t_llm_start is not None and s < t.speech_end < e - 0.3]
+    # Turns that ended inside a thought: every turn of a thought but its last (by where its speech ends).
+    early = [(t, e) for s, e in spans
+             for t in sorted((x for x in result.turns if x.speech_end is not None and s - 0.3 <= x.speech_end <= e + 1.0),
+                             key=lambda x: x.speech_end)[:-1]]
     premature = [round(t.t_bot_start, 2) for t, e in early if t.t_bot_start is not None and t.t_bot_start < e]
     return {
         "item": label,
