@@ -129,6 +129,10 @@ class VADConfig(_Section):
         default=1.5, ge=0.0, le=5.0, description="silence (pipeline mode): speech that starts this soon after a turn "
         "ended continues that turn (a false end of turn): its answer is withdrawn (cut if it is playing, removed "
         "from the LLM context) and the joined turn is answered once. 0 = off.")
+    acoustic_check: Literal["off", "smart-turn"] = Field(
+        default="off", description="silence: when the transcript sounds finished, also ask Smart-Turn v3 (pipecat's "
+        "ONNX model, CPU) whether the voice does; if not, wait unfinished_wait_secs more. Costs one model run per "
+        "pause (from the VAD stop, during the ordinary wait).")
     resume_after_noise: bool = Field(
         default=True, description="silence (pipeline mode): when a sound cut the bot off and the STT found no "
         "words in it (a cough, a door: a false interruption), the bot resumes what it was saying from the "

@@ -38,15 +38,18 @@ import time
 from collections.abc import Callable
 
 from loguru import logger
+from pipecat.audio.turn.base_turn_analyzer import BaseTurnAnalyzer, EndOfTurnState
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     Frame,
+    InputAudioRawFrame,
     TranscriptionFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameProcessorSetup
 from pipecat.turns.types import ProcessFrameResult, UserTurnSpeculation
 from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 
@@ -77,11 +80,14 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         context: the LLM context, from which a withdrawn answer is removed when its turn is continued.
         resume_after_noise: when the speech that cut the bot off holds no words (the STT says so), the
             bot resumes what was cut.
+        acoustic: a turn analyzer (Smart-Turn v3) asked, when the transcript sounds finished, whether the
+            voice does too; if it says the turn is incomplete, the turn waits ``unfinished_wait_secs``
+            as for an unfinished clause. It runs from the VAD stop, during the ordinary wait.
     """
 
     def __init__(self, *, needs_approval: bool = False, voice_onset: Callable[[], bool] | None = None,
                  unfinished_wait_secs: float = 0.0, resume_secs: float = 0.0, context: LLMContext | None = None,
-                 resume_after_noise: bool = False, **kwargs) -> None:
+                 resume_after_noise: bool = False, acoustic: BaseTurnAnalyzer | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._needs_approval = needs_approval
         self._voice_onset = voice_onset
@@ -99,6 +105,8 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._resuming = False
         """This turn continues the previous one: its withdrawn answer is still to leave the context."""
         self._resume_after_noise = resume_after_noise
+        self._acoustic = acoustic
+        self._acoustic_task: asyncio.Task | None = None
         self._bot_speaking = False
         self._cut_bot = False
         """This turn cut the bot off (a barge-in, or a continued turn): if it holds no words, resume."""
@@ -118,7 +126,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             self._approved = text
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, SpeakerFrame):
+        if isinstance(frame, InputAudioRawFrame) and self._acoustic is not None:
+            self._acoustic.append_audio(frame.audio, self._vad_user_speaking)
+        elif isinstance(frame, SpeakerFrame):
             self._speaker = frame.speaker or "user"
         elif isinstance(frame, BotStartedSpeakingFrame):
             self._bot_speaking = True
@@ -127,12 +137,19 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         if isinstance(frame, VADUserStartedSpeakingFrame):
             await self._withdraw()  # the user goes on: the turn is not over
             await self._cancel_hold()
+            await self._cancel_acoustic()
+            if self._acoustic is not None:
+                self._acoustic.update_vad_start_secs(frame.start_secs)
         if isinstance(frame, TranscriptionFrame) and frame.text.strip():
             self._segments.append(frame.text.strip())
             self._cut_bot = False  # words: a real barge-in
             if self._resuming:
                 self._resuming = False
                 self._drop_withdrawn_answer()
+        if isinstance(frame, VADUserStoppedSpeakingFrame) and self._acoustic is not None:
+            await self._cancel_acoustic()
+            self._acoustic_task = self.task_manager.create_task(self._acoustic.analyze_end_of_turn(),
+                                                                f"{self}::smart_turn")
         if isinstance(frame, NoWordsFrame) and self._cut_bot and self._resume_after_noise \
                 and not self._segments and not self._vad_user_speaking:
             await self._false_interruption()
@@ -154,9 +171,10 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             return  # the extra wait for an unfinished clause is running: it ends the turn
         if self._unfinished_wait > 0 and not self._held:
             judgement = judge(self._turn_text)
-            if judgement.unfinished:
+            reason = judgement.reason if judgement.unfinished else await self._acoustic_verdict()
+            if reason is not None:
                 self._held = True
-                logger.debug(f"{self}: {self._turn_text!r} sounds unfinished ({judgement.reason}): "
+                logger.debug(f"{self}: {self._turn_text!r} sounds unfinished ({reason}): "
                              f"waiting {self._unfinished_wait:.2f} s more")
                 self._hold_task = self.task_manager.create_task(self._hold(self._unfinished_wait),
                                                                 f"{self}::unfinished_wait")
@@ -190,6 +208,27 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         await self.broadcast_frame(FalseInterruptionFrame)
         await self.trigger_user_turn_stopped()  # close the empty turn (nothing is written or answered)
 
+    async def _acoustic_verdict(self) -> str | None:
+        """"smart-turn" if the turn analyzer judged the speech so far unfinished, else None."""
+        task, self._acoustic_task = self._acoustic_task, None
+        if task is None:
+            return None
+        try:
+            state, _ = await task
+        except asyncio.CancelledError:
+            return None
+        return "smart-turn" if state == EndOfTurnState.INCOMPLETE else None
+
+    async def _cancel_acoustic(self) -> None:
+        task, self._acoustic_task = self._acoustic_task, None
+        if task is not None:
+            await self.task_manager.cancel_task(task)
+
+    async def setup(self, setup: FrameProcessorSetup):
+        await super().setup(setup)
+        if self._acoustic is not None:
+            self._acoustic.set_sample_rate(setup.audio_in_sample_rate or 16000)
+
     async def _cancel_hold(self) -> None:
         self._held = False
         task, self._hold_task = self._hold_task, None
@@ -218,6 +257,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._kept = None
         self._segments = []
         self._cut_bot = self._bot_speaking
+        await self._cancel_acoustic()
+        if self._acoustic is not None:
+            self._acoustic.clear()
         ended, self._ended = self._ended, None
         if ended is not None and self._resume_secs > 0 and ended[2] == self._speaker:
             gap = time.monotonic() - ended[0]
@@ -232,6 +274,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
     async def handle_user_turn_stopped(self):
         await self._withdraw()  # a turn ended some other way (e.g. the stop watchdog)
         await self._cancel_hold()
+        await self._cancel_acoustic()
+        if self._acoustic is not None:
+            self._acoustic.clear()
         if self._segments:
             self._ended = (time.monotonic(), self._turn_text, self._speaker)
         self._segments = []
@@ -239,6 +284,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
 
     async def cleanup(self):
         await self._cancel_hold()
+        await self._cancel_acoustic()
+        if self._acoustic is not None:
+            await self._acoustic.cleanup()
         await super().cleanup()
 
     async def _withdraw(self) -> None:

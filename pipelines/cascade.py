@@ -63,10 +63,17 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=wait_for_transcript)]
     elif speculate and cfg.speculate:
         onset = (lambda: vad_state(vad) != VADState.QUIET) if vad is not None else None
+        acoustic = None
+        if cfg.acoustic_check == "smart-turn":
+            from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+            from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+            # asked explicitly at each pause: its own silence timeout must never decide
+            acoustic = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=60.0))
         stop = [SpeculativeSilenceStop(user_speech_timeout=cfg.turn_timeout_secs, needs_approval=needs_approval,
                                        voice_onset=onset, unfinished_wait_secs=cfg.unfinished_wait_secs,
                                        resume_secs=cfg.resume_secs, context=context,
-                                       resume_after_noise=cfg.resume_after_noise)]
+                                       resume_after_noise=cfg.resume_after_noise, acoustic=acoustic)]
     else:
         stop = [SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=cfg.turn_timeout_secs,
                                                   wait_for_transcript=wait_for_transcript)]

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
 from pipecat.frames.frames import (BotStartedSpeakingFrame, TranscriptionFrame, VADUserStartedSpeakingFrame,
                                    VADUserStoppedSpeakingFrame)
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -179,6 +180,44 @@ def test_speech_long_after_the_turn_ended_is_a_new_turn():
                     said("Who are you?")], resume_secs=0.2, context=context)
     assert not [e for e in events if e[0] == "broadcast"], events
     assert len(context.get_messages()) == 2
+
+
+class Verdict:
+    """A turn analyzer with a fixed verdict, in place of Smart-Turn v3 (which benchmarks/endpointing.py
+    measures on real audio): the strategy only reads its verdict."""
+
+    def __init__(self, state):
+        self.state, self.asked = state, 0
+
+    def append_audio(self, *_):
+        return EndOfTurnState.INCOMPLETE
+
+    async def analyze_end_of_turn(self):
+        self.asked += 1
+        return self.state, None
+
+    def update_vad_start_secs(self, _):
+        pass
+
+    def set_sample_rate(self, _):
+        pass
+
+    def clear(self):
+        pass
+
+    async def cleanup(self):
+        pass
+
+
+def test_a_finished_text_in_an_unfinished_voice_waits_longer_with_the_acoustic_check():
+    voice = Verdict(EndOfTurnState.INCOMPLETE)
+    events = drive([SPOKE, PAUSED, said("Tell me if you can."), ("sleep", HOLD)], unfinished_wait_secs=HOLD,
+                   acoustic=voice, timed=True)
+    assert voice.asked == 1 and events[1][:2] == ("turn end", True)
+    assert events[1][2] >= WAIT + HOLD - 0.02, events
+    voice = Verdict(EndOfTurnState.COMPLETE)
+    events = drive([SPOKE, PAUSED, said("Tell me if you can.")], unfinished_wait_secs=HOLD, acoustic=voice, timed=True)
+    assert voice.asked == 1 and events[1][2] < WAIT + HOLD - 0.05, events
 
 
 def test_a_sound_with_no_words_that_cut_the_bot_off_is_a_false_interruption():
