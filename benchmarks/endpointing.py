@@ -21,6 +21,11 @@ Each item runs through the file transport on the configured models; measured on 
 * **withdrawn**: answers started and then withdrawn because the user went on after a turn end (audited as
   ``answer.withdrawn``); ``heard`` = those of which some audio had played.
 
+The opposite mistake, a finished question made to wait, is counted with ``--finished N``: the first N
+questions of ``make bench`` (benchmarks/latency.py) are transcribed by the configured Whisper and judged
+(bot/turn_completion.py), and with ``--set vad.acoustic_check=smart-turn`` also given to Smart-Turn v3; each
+one judged unfinished would wait ``vad.unfinished_wait_secs`` more.
+
     .venv/bin/python benchmarks/endpointing.py --real ../shared/speech/jfk.flac
     .venv/bin/python benchmarks/endpointing.py --set vad.unfinished_wait_secs=0 --set vad.resume_secs=0  # before
 """
@@ -193,6 +198,50 @@ def table(name: str, rows: list[dict]) -> None:
           f"({sum(r['withdrawn_heard'] for r in rows)}) {pct(v2v, .5):>7.0f} {pct(v2v, .95):>7.0f} {unanswered:>4}")
 
 
+async def smart_turn(analyzer, audio: np.ndarray) -> str:
+    """Feed a question to Smart-Turn as the pipeline does (20 ms blocks, speech flagged by energy, then the
+    VAD's 0.2 s of silence) and return its verdict."""
+    from pipecat.audio.turn.base_turn_analyzer import EndOfTurnState
+
+    analyzer.clear()
+    end = voiced_spans(audio, RATE)[1]
+    pcm = (np.clip(audio[: int((end + 0.2) * RATE)], -1, 1) * 32767).astype(np.int16)
+    block = RATE // 50
+    for i in range(0, len(pcm), block):
+        chunk = pcm[i:i + block]
+        analyzer.append_audio(chunk.tobytes(), is_speech=i / RATE < end and float(np.abs(chunk).max()) > 300)
+    state, _ = await analyzer.analyze_end_of_turn()
+    return "complete" if state == EndOfTurnState.COMPLETE else "unfinished"
+
+
+def judge_finished(n: int, settings) -> None:
+    from bot.services.stt import make_stt
+    from bot.turn_completion import judge
+
+    stt, desc = make_stt(settings.stt)
+    acoustic = None
+    if settings.vad.acoustic_check == "smart-turn":
+        from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
+
+        acoustic = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=60.0))
+        acoustic.set_sample_rate(RATE)
+    held = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, path in _latency.make_questions(n, Path(tmp), None):
+            audio, rate = sf.read(str(path), dtype="float32")
+            audio = soxr.resample(audio, rate, RATE) if rate != RATE else audio
+            text = stt.transcribe_pcm((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+            judgement = judge(text)
+            verdict, reason = judgement.completion.value, judgement.reason
+            if acoustic is not None and not judgement.unfinished:
+                verdict, reason = asyncio.run(smart_turn(acoustic, audio)), "smart-turn"
+            held += verdict == "unfinished"
+            print(f"{verdict:<10} {reason:<12} {text!r:<70} <- {label}")
+    print(f"\n{held}/{n} finished questions judged unfinished ({desc}): each would wait "
+          f"{settings.vad.unfinished_wait_secs} s more")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, action="append", default=[],
@@ -200,6 +249,8 @@ def main() -> None:
     ap.add_argument("--no-synth", action="store_true", help="skip the synthesized set")
     ap.add_argument("--set", action="append", default=[], help="config override key=value (as the CLI)")
     ap.add_argument("--json", type=Path, help="also write per-item results to this file")
+    ap.add_argument("--finished", type=int, default=0, metavar="N",
+                    help="only judge the transcripts of make bench's first N finished questions, and stop")
     args = ap.parse_args()
 
     overrides = {"audit.enabled": False, "llm.max_tokens": 40}
@@ -211,6 +262,9 @@ def main() -> None:
             overrides[key] = raw
     settings = load_settings(None, overrides)
     persona = load_persona(settings.persona)
+    if args.finished:
+        judge_finished(args.finished, settings)
+        return
     sets: dict[str, list[dict]] = {"synthesized": [], "real": []}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)

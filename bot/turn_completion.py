@@ -24,8 +24,8 @@ class Completion(StrEnum):
     UNFINISHED = "unfinished"
 
 
-Reason = Literal["empty", "question", "exclamation", "sentence", "clause_break", "ellipsis", "conjunction",
-                 "preposition", "determiner", "filler", "no_ending"]
+Reason = Literal["empty", "question", "exclamation", "sentence", "short", "clause_break", "ellipsis",
+                 "conjunction", "preposition", "determiner", "filler", "no_ending"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ FILLERS = frozenset("um umm uh uhh uhm erm er ah ahh eh hmm mm mhm".split())
 left to the other rules ("like" is a preposition)."""
 
 _WORD = re.compile(r"[a-z']+")
+SHORT_WORDS = 3
+"""An unpunctuated utterance of at most this many words counts as finished."""
 _ELLIPSIS = ("...", "…")
 
 
@@ -89,4 +91,7 @@ def judge(text: str) -> Judgement:
         return Judgement(Completion.COMPLETE, "sentence")
     if end in ",;:-–—":
         return Judgement(Completion.UNFINISHED, "clause_break")
+    if len(_WORD.findall(stripped.lower())) <= SHORT_WORDS:
+        # Whisper often leaves a short utterance unpunctuated ("Hi there", "Yes"): not a sign of a pause.
+        return Judgement(Completion.COMPLETE, "short")
     return Judgement(Completion.UNFINISHED, "no_ending")

@@ -10,6 +10,7 @@ from bot.turn_completion import Completion, judge
     ("Ask what you can do for your country.", "sentence"),
     ("Tell me about the moon!", "exclamation"),
     ("Which?", "question"),
+    ("Hi there", "short"),  # Whisper leaves short utterances unpunctuated
     ("  ", "empty"),
 ])
 def test_finished_turns_end_at_the_ordinary_speed(text, reason):
