@@ -126,9 +126,10 @@ class VADConfig(_Section):
         "\"the\", \"um\") or has no sentence ending (bot/turn_completion.py). A finished question still ends after "
         "turn_timeout_secs. 0 = off.")
     resume_secs: float = Field(
-        default=1.5, ge=0.0, le=5.0, description="silence (pipeline mode): speech that starts this soon after a turn "
-        "ended continues that turn (a false end of turn): its answer is withdrawn (cut if it is playing, removed "
-        "from the LLM context) and the joined turn is answered once. 0 = off.")
+        default=2.0, ge=0.0, le=5.0, description="silence (pipeline mode): when the turn has ended but the user "
+        "speaks again this soon after their speech ended (a false end of turn), the new speech continues that turn: "
+        "its answer is withdrawn (cut if it is playing, removed from the LLM context) and the joined turn is answered "
+        "once. 0 = off.")
     acoustic_check: Literal["off", "smart-turn"] = Field(
         default="off", description="silence: when the transcript sounds finished, also ask Smart-Turn v3 (pipecat's "
         "ONNX model, CPU) whether the voice does; if not, wait unfinished_wait_secs more. Costs one model run per "

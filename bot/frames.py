@@ -61,7 +61,8 @@ class TurnTimingFrame(SystemFrame):
 
 @dataclass
 class TurnResumedFrame(SystemFrame):
-    """The user went on talking within ``vad.resume_secs`` of the end of their turn (a false end of turn):
+    """The turn had ended, but the user went on talking within ``vad.resume_secs`` of the end of their speech
+    (a false end of turn):
     the answer to ``text`` is withdrawn (its playback is cut, and it leaves the LLM context) and what the
     user says now joins that turn. Broadcast by the end-of-turn strategy (bot/turn_speculation.py) as the
     new speech starts; turn tracking merges the two and audits the withdrawn answer."""
@@ -69,7 +70,7 @@ class TurnResumedFrame(SystemFrame):
     text: str = ""
     """The transcript of the turn that is being continued."""
     gap_secs: float = 0.0
-    """Turn end -> the resumed speech confirmed by the VAD."""
+    """End of the turn's speech (VAD stop) -> the resumed speech confirmed by the VAD."""
 
 
 @dataclass

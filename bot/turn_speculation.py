@@ -19,8 +19,8 @@ break, a conjunction, a preposition, an article or a filler ("And so, my fellow 
 waits ``vad.unfinished_wait_secs`` longer (once per pause); the answer is still prepared during that wait.
 A finished question ends at the ordinary speed.
 
-A false end of turn (the user goes on within ``vad.resume_secs`` after the turn ended, while its answer
-is being prepared or has just started playing) is undone: a :class:`~bot.frames.TurnResumedFrame` tells
+A false end of turn (the turn ended, but the user goes on within ``vad.resume_secs`` of the end of their
+speech, while its answer is being prepared or has just started playing) is undone: a :class:`~bot.frames.TurnResumedFrame` tells
 turn tracking to join the new speech to that turn and audit the withdrawn answer, the barge-in cuts its
 playback, and the withdrawn answer is removed from the LLM context before the joined turn is answered.
 
@@ -76,7 +76,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             pause ("Hello there, [0.3 s] who are you?") would otherwise be cut off during the
             confirmation. If the onset was only a noise, the wait runs once more and the turn ends.
         unfinished_wait_secs: extra wait when the transcript sounds unfinished (0 = off).
-        resume_secs: speech that starts this soon after a turn ended continues that turn (0 = off).
+        resume_secs: speech that starts this soon after the end of the speech of a turn that has ended
+            continues that turn (0 = off). Measured from the speech, not from the turn end, so that a turn
+            end delayed by a slow CPU does not stretch the window.
         context: the LLM context, from which a withdrawn answer is removed when its turn is continued.
         resume_after_noise: when the speech that cut the bot off holds no words (the STT says so), the
             bot resumes what was cut.
@@ -98,7 +100,9 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._held = False
         """This pause already got its extra wait (one per pause keeps the wait bounded)."""
         self._ended: tuple[float, str, str] | None = None
-        """(monotonic time, transcript, speaker) of the last turn that ended."""
+        """(monotonic time its speech ended, transcript, speaker) of the last turn that ended."""
+        self._speech_ended = 0.0
+        """When the VAD last said the user stopped (monotonic)."""
         self._speaker = "user"
         """Whose audio comes in now (a multi-speaker transport says so with a SpeakerFrame): only the same
         speaker can continue a turn."""
@@ -146,6 +150,8 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             if self._resuming:
                 self._resuming = False
                 self._drop_withdrawn_answer()
+        if isinstance(frame, VADUserStoppedSpeakingFrame):
+            self._speech_ended = time.monotonic()
         if isinstance(frame, VADUserStoppedSpeakingFrame) and self._acoustic is not None:
             await self._cancel_acoustic()
             self._acoustic_task = self.task_manager.create_task(self._acoustic.analyze_end_of_turn(),
@@ -267,7 +273,8 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
                 # A false end of turn: the user goes on. Broadcast (its upstream copy is pushed at once),
                 # so turn tracking joins the turns before the barge-in that follows cuts the answer.
                 self._resuming = self._cut_bot = True
-                logger.debug(f"{self}: the user went on {gap:.2f} s after the turn ended: joining the turns")
+                logger.debug(f"{self}: the user went on {gap:.2f} s after their speech, the turn had ended: "
+                             f"joining the turns")
                 await self.broadcast_frame(TurnResumedFrame, text=ended[1], gap_secs=round(gap, 3))
         await super().handle_user_turn_started()
 
@@ -278,7 +285,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         if self._acoustic is not None:
             self._acoustic.clear()
         if self._segments:
-            self._ended = (time.monotonic(), self._turn_text, self._speaker)
+            self._ended = (self._speech_ended or time.monotonic(), self._turn_text, self._speaker)
         self._segments = []
         await super().handle_user_turn_stopped()
 

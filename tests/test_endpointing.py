@@ -71,7 +71,7 @@ def test_going_on_after_the_turn_ended_withdraws_its_answer_and_joins_the_turn(
     # The scripted LLM answers the same point of the conversation with the same reply: the withdrawn
     # answer and the final one are both REPLY, so what shows the withdrawal is that it is recorded once as
     # withdrawn and that the context holds the answer once.
-    s = settings_factory(**{"llm.provider": "scripted", "vad.unfinished_wait_secs": 0, "vad.resume_secs": 1.5,
+    s = settings_factory(**{"llm.provider": "scripted", "vad.unfinished_wait_secs": 0,
                             "llm.script": [REPLY]})
     result = asyncio.run(run_file(s, load_persona("default"), q, tmp_path / "reply.wav"))
 
