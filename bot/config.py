@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import VoicebotError
+from bot.redact import env_names_in, redact, redact_text, watch_env
 from moderation.config import ModerationConfig
 
 Mode = Literal["pipeline", "audio-llm", "realtime"]
@@ -66,7 +67,9 @@ class LLMConfig(_Section):
     max_tokens: int = Field(default=120, ge=1)
     n_threads: int = Field(default=0, ge=0, description="embedded: llama.cpp threads; 0 = the CPU plan "
                                                         "(bot/cpu.py: cores / concurrent sessions).")
-    n_ctx: int = Field(default=2048, ge=256)
+    n_ctx: int = Field(default=2048, ge=256, description="The model's context window in tokens. The conversation "
+                       "sent is kept within it (oldest turns dropped, bot/context_window.py); embedded: also "
+                       "llama.cpp's context size; openai/ollama: set it to the served model's window.")
     script: list[str] = Field(default_factory=list, description="scripted: replies, one per turn, in order.")
     keep_alive: str = Field(default="30m", description="ollama: how long the server keeps the model loaded "
                                                        "after a request (\"30m\", \"1h\"; -1 = always, 0 = unload at once), so "
@@ -310,6 +313,9 @@ class AuditConfig(_Section):
     enabled: bool = True
     dir: str = "audits"
     store_audio: bool = True
+    key_env: str = Field(default="", description="Name of the env var holding the signing key (a long random "
+                                                 "string for HMAC-SHA256, or `voicebot audit keygen`'s ed25519: "
+                                                 "key); empty = logs are hash-chained but not signed.")
 
 
 DEFAULT_DISCORD_NOTICE = (
@@ -397,7 +403,7 @@ class Settings(BaseSettings):
 
     def public_dict(self) -> dict[str, Any]:
         """The effective config as plain data, with anything secret-looking masked."""
-        return _mask(self.model_dump(mode="json"))
+        return redact(self.model_dump(mode="json"))
 
     def config_hash(self) -> str:
         blob = json.dumps(self.public_dict(), sort_keys=True, separators=(",", ":")).encode()
@@ -405,19 +411,6 @@ class Settings(BaseSettings):
 
 
 _TOML_PATH: list[str | None] = [None]
-_SECRET_WORDS = ("key", "token", "secret", "password")
-
-
-def _mask(value: Any, key: str = "") -> Any:
-    if isinstance(value, dict):
-        return {k: _mask(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, key) for v in value]
-    lowered = key.lower()
-    if (isinstance(value, str) and value and any(w in lowered for w in _SECRET_WORDS)
-            and not lowered.endswith("_env")):
-        return "***"
-    return value
 
 
 def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
@@ -456,7 +449,9 @@ def load_settings(config_file: str | os.PathLike[str] | None = None,
             _set_nested(init, dotted, value)
     _TOML_PATH[0] = path
     try:
-        return Settings(**init)
+        settings = Settings(**init)
+        watch_env(env_names_in(settings.model_dump(mode="json")))  # their values are masked in every output
+        return settings
     except ValidationError as exc:
         raise VoicebotError(_explain(exc, path)) from None
     except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
@@ -473,5 +468,6 @@ def _explain(exc: ValidationError, path: str | None) -> str:
     if err["type"] == "extra_forbidden":
         return f"config key {key!r} is not a voicebot setting{where}: see `voicebot config show` for valid keys"
     msg = err["msg"]
-    shown = json.dumps(got) if isinstance(got, (str, int, float, bool)) else type(got).__name__
+    shown = json.dumps(redact_text(got) if isinstance(got, str) else got) \
+        if isinstance(got, (str, int, float, bool)) else type(got).__name__
     return f"config key {key!r}{where}: {msg} (got {shown})"

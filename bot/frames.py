@@ -111,3 +111,24 @@ def ends_user_turn(frame: Frame) -> bool:
     aggregator see it going upstream), the realtime service's :class:`UserTurnTranscribedFrame`, or a
     :class:`SpeakerFrame` (the input now comes from someone else)."""
     return isinstance(frame, (UserStoppedSpeakingFrame, UserTurnTranscribedFrame, SpeakerFrame))
+
+
+@dataclass
+class ContextTrimmedFrame(SystemFrame):
+    """The LLM service dropped the oldest turns of the conversation so the request fits the model's context
+    window (:mod:`bot.context_window`). ``data`` is the ``llm.context_trimmed`` audit record's payload."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TurnFailedFrame(DataFrame):
+    """The turn could not be answered (the LLM failed, or the turn does not fit its window): the persona's
+    fallback line is spoken instead and the turn is marked failed. A data frame, so that it travels with
+    the response it replaces: held with a speculative answer, dropped with it if that is withdrawn."""
+
+    reason: str = ""
+    fallback: str = ""
+    """The line spoken instead."""
+    reported: bool = False
+    """The error was already reported with an ErrorFrame (not to be counted twice)."""

@@ -65,7 +65,8 @@ async def run_live(settings: Settings, persona: Persona, *, on_session: Callable
         transport.close()
 
 
-def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, echo: Callable[..., None]) -> int:
+def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, echo: Callable[..., None],
+              print_event: Callable[[str, dict], None] | None = None) -> int:
     """``voicebot run`` without ``--input``. Returns the exit code."""
     from pipelines import mode_for
 
@@ -80,6 +81,8 @@ def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, ech
     def attach(session: Session) -> None:
         session.tracker.turn_listeners.append(print_turn)
         session.tracker.turn_listeners.append(print_errors)
+        if print_event is not None:
+            session.tracker.event_listeners.append(print_event)
         for stage, desc in session.result.models.items():
             echo(f"  {stage}: {desc}")
         policy = resolve_policy(settings.transport.echo, session.transport)

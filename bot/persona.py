@@ -29,6 +29,10 @@ class Persona(BaseModel):
         default="Sorry, I can't help with that.",
         description="Spoken instead of anything moderation blocks.",
     )
+    fallback: str = Field(
+        default="Sorry, I couldn't answer that. Could you say it again?",
+        description="Spoken when a turn cannot be answered (the model failed or the turn is too long).",
+    )
     style: str = Field(
         default="Answer in one to three short spoken sentences. No lists, no markdown, no emoji.",
         description="Appended to the system prompt: how replies should sound when spoken.",

@@ -8,7 +8,9 @@ from __future__ import annotations
 import openai
 
 from bot.config import LLMConfig, Settings
+from bot.audit.signing import signer_from_env
 from bot.errors import VoicebotError
+from bot.outputs import check_output_dir
 from bot.services.llm import resolve_api_key
 
 
@@ -58,3 +60,12 @@ def check_chat_llm(cfg: LLMConfig) -> None:
         from bot.services.ollama import check_ollama
 
         check_ollama(cfg)
+
+
+def check_audit(settings: Settings) -> None:
+    """The audit folder can be written and, when signing is configured, the key is there (fail closed).
+    Every session checks it before it builds anything (:class:`bot.session.Session`)."""
+    if not settings.audit.enabled:
+        return
+    check_output_dir(settings.audit.dir, what="audit log", setting="audit.dir")
+    signer_from_env(settings.audit.key_env)

@@ -15,11 +15,14 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 
 from bot.audit import AuditWriter
+from bot.audit.signing import signer_from_env
 from bot.audit_sink import AuditSink, session_header
 from bot.config import Settings
 from bot.cpu import session_scope
 from bot.errors import VoicebotError
+from bot.outputs import REPLY_FORMATS, check_output_file, write_failed
 from bot.persona import Persona
+from bot.preflight import check_audit
 from bot.recorder import AudioRecorder
 from bot.transports.file import FileTransport, load_audio
 from bot.turns import AnchoredClock, Turn, TurnTracker
@@ -61,6 +64,7 @@ class Session:
         self.persona = persona
         self.transport = transport
         self.hooks = hooks or SessionHooks()
+        check_audit(settings)  # before any model loads: a session whose log cannot be written does not start
         self.built: BuiltPipeline = build_pipeline(BuildContext(settings, persona, transport, self.hooks))
         self.clock = AnchoredClock()
         self.tracker = TurnTracker(self.clock, lambda: transport.clock.t0,
@@ -96,7 +100,8 @@ class Session:
         if not self.settings.audit.enabled or self.audit is not None:
             return
         header = session_header(self.settings, self.persona, self.result.models, **header_extra)
-        self.audit = AuditWriter.open(self.settings.audit.dir, header, store_audio=self.settings.audit.store_audio)
+        self.audit = AuditWriter.open(self.settings.audit.dir, header, store_audio=self.settings.audit.store_audio,
+                                      signer=signer_from_env(self.settings.audit.key_env))
         AuditSink(self.audit, self.tracker, self.recorder)
         self.result.audit_dir = self.audit.dir
         drops = getattr(self.transport.input(), "drops", None)  # bounded inputs (bot/transports/overload.py)
@@ -174,23 +179,34 @@ def until_file_done(input_done: asyncio.Event, max_reply_secs: float, settle_sec
 
 async def run_file(settings: Settings, persona: Persona, input_path: str | Path, output_path: str | Path,
                    *, on_session: Callable[[Session], None] | None = None,
-                   hooks: SessionHooks | None = None) -> SessionResult:
-    """Answer the speech in ``input_path``; write what the bot said to ``output_path`` on the same timeline."""
-    samples = load_audio(input_path, settings.transport.sample_rate)
-    output_path = Path(output_path)
-    if output_path.parent and not output_path.parent.exists():
-        raise VoicebotError(f"output folder {output_path.parent} does not exist: create it or pick another path")
+                   hooks: SessionHooks | None = None,
+                   on_warning: Callable[[str], None] | None = None) -> SessionResult:
+    """Answer the speech in ``input_path``; write what the bot said to ``output_path`` on the same timeline.
+
+    Every output is checked before any work (:mod:`bot.outputs`; the audit folder by :class:`Session`); a
+    write that still fails at the end is one line, after the audit log was closed."""
+    output_path = check_output_file(output_path, what="reply", option="--output", formats=REPLY_FORMATS,
+                                    inputs=[input_path])
+    samples = load_audio(input_path, settings.transport.sample_rate, warn=on_warning)
     transport = FileTransport(samples, in_rate=settings.transport.sample_rate,
                               out_rate=settings.transport.output_sample_rate)
     session = Session(settings, persona, transport, hooks)
     if on_session is not None:
         on_session(session)
+    failed_write: VoicebotError | None = None
     try:
         gemini = settings.mode == "realtime" and settings.realtime.provider == "gemini"
         result = await session.run(until_file_done(transport.input().input_done, settings.transport.max_reply_secs,
                                                    GEMINI_SETTLE_SECS if gemini else SETTLE_SECS))
     finally:
         # Whatever happened, keep what the bot said so far.
-        session.result.reply_secs = transport.write_reply(output_path)
-        session.result.reply_path = output_path
+        try:
+            session.result.reply_secs = transport.write_reply(output_path)
+            session.result.reply_path = output_path
+        except OSError as exc:
+            kept = (f"the bot's audio of each turn is in the audit log {session.result.audit_dir}"
+                    if session.result.audit_dir and settings.audit.store_audio else "nothing else kept it")
+            failed_write = write_failed("reply", output_path, exc, kept)
+    if failed_write is not None:
+        raise failed_write
     return result

@@ -28,7 +28,8 @@ from bot.config import Settings
 from bot.errors import VoicebotError
 from bot.persona import Persona
 from bot.processors.moderation import check_text
-from bot.services.llm import ChatClient, make_chat_client
+from bot.context_window import ContextOverflow
+from bot.services.llm import ChatClient, context_window, make_chat_client
 from bot.turns import Turn, TurnTracker, split_sentences
 
 
@@ -58,6 +59,8 @@ class TextConversation:
         self.context = context
         self.tracker = tracker
         self.chat = chat or make_chat_client(settings.llm)
+        self.window = context_window(settings.llm, persona, self.chat.client)  # as voice turns (bot/context_window.py)
+        self._reported_upto = 0
         mod = settings.moderation
         self._input = build_moderator(mod.input, mod, name="input") if mod.input.enabled else None
         self._output = build_moderator(mod.output, mod, name="output") if mod.output.enabled else None
@@ -102,16 +105,22 @@ class TextConversation:
                 return TextReply(turn, refusal, refused=True)
 
         user_message = {"role": "user", "content": text}
-        messages = [{"role": "system", "content": self.persona.instructions},
-                    *[dict(m) for m in self.context.get_messages()], user_message]
         started = time.monotonic()
         turn.t_llm_start = 0.0  # asked (Turn.awaiting_playback); text turns keep their timings in extra_timings
         try:
+            conversation, trim = self.window.fit([*[dict(m) for m in self.context.get_messages()], user_message])
+            if trim.dropped and trim.indices[-1] >= self._reported_upto:
+                self.tracker.emit("llm.context_trimmed", turn=turn.index, **trim.audit(self.window, self._reported_upto))
+                self._reported_upto = trim.indices[-1] + 1
+            messages = [{"role": "system", "content": self.persona.instructions}, *conversation]
             reply, first = await self._complete(messages)
-        except Exception as exc:  # network, server, model: one line, the turn is still recorded
-            message = f"LLM failed ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+        except Exception as exc:  # network, server, model, too long: one line, the turn is still recorded
+            message = str(exc) if isinstance(exc, ContextOverflow) else \
+                f"LLM failed ({type(exc).__name__}): {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
             turn.errors.append(message)
+            turn.failed = True
             self.tracker.emit("error", turn=turn.index, stage="llm", message=message)
+            self.tracker.emit("turn.failed", turn=turn.index, reason=message, fallback="")
             return TextReply(turn, "", error=message)
         done = time.monotonic()
         turn.llm_text = reply
@@ -179,7 +188,10 @@ async def run_chat(settings: Settings, persona: Persona, read_line: Callable[[],
     writer = None
     if settings.audit.enabled:
         header = session_header(settings, persona, conversation.describe(), interface="text chat")
-        writer = AuditWriter.open(settings.audit.dir, header, store_audio=False)
+        from bot.audit.signing import signer_from_env
+
+        writer = AuditWriter.open(settings.audit.dir, header, store_audio=False,
+                                  signer=signer_from_env(settings.audit.key_env))
         AuditSink(writer, tracker, AudioRecorder(tracker))
     reason = "ended"
     try:

@@ -37,8 +37,9 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import (BotSentenceFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
-                        SpeakerFrame, TurnResumedFrame, TurnTimingFrame, UserTurnHeldFrame)
+from bot.frames import (BotSentenceFrame, ContextTrimmedFrame, FalseInterruptionFrame, InputRefusedFrame,
+                        ModerationVerdictFrame, SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
+                        UserTurnHeldFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -94,6 +95,8 @@ class Turn:
     """Sentences the speaker reported as played (pipecat releases them after their audio)."""
     interrupted: bool = False
     refused: bool = False
+    failed: bool = False
+    """The turn could not be answered; the persona's fallback line was spoken instead."""
     input_verdict: dict[str, Any] | None = None
     output_verdicts: list[dict[str, Any]] = field(default_factory=list)
     generated_sentences: list[str] = field(default_factory=list)
@@ -127,7 +130,7 @@ class Turn:
     @property
     def awaiting_playback(self) -> bool:
         """A reply (or refusal) was asked for and has not finished playing."""
-        return (self.t_llm_start is not None or self.refused) and self.t_bot_stop is None
+        return (self.t_llm_start is not None or self.refused or self.failed) and self.t_bot_stop is None
 
     @property
     def transcript(self) -> str:
@@ -180,6 +183,7 @@ class Turn:
             "spoken": self.spoken_text,
             "interrupted": self.interrupted,
             "refused": self.refused,
+            "failed": self.failed,
             "bot_audio": None,
             "bot": {"start_s": _r(self.t_bot_start), "end_s": _r(self.t_bot_stop)},
             "timings": self.timings(),
@@ -389,7 +393,7 @@ class TurnTracker(BaseObserver):
             turn = self._answering()
             if turn is not None:
                 turn.t_llm_end = t
-                if not turn.llm_text.strip() and not turn.refused and turn.t_bot_start is None:
+                if not turn.llm_text.strip() and not turn.refused and not turn.failed and turn.t_bot_start is None:
                     self._finish(turn)  # the model had nothing to say
         elif isinstance(frame, TTSStartedFrame):
             # TTS speaks the reply being answered, which is not the current turn once the user has
@@ -420,7 +424,7 @@ class TurnTracker(BaseObserver):
                 # when all of them have played.
                 resumed_pending = turn.resumes is not None and len(turn.played) < len(turn.to_speak)
                 if turn.interrupted or turn.index == 0 or (turn.t_llm_end is not None and not resumed_pending) or \
-                        (turn.refused and turn.t_llm_start is None):
+                        ((turn.refused or turn.failed) and turn.t_llm_start is None):
                     self._finish(turn)
             # Replies that played back to back with this one, without a pause, have finished too.
             for other in list(self.turns):
@@ -482,6 +486,19 @@ class TurnTracker(BaseObserver):
             if self.current is not None:
                 self.current.refused = True
                 self.current.to_speak.append(frame.refusal)
+        elif isinstance(frame, ContextTrimmedFrame):
+            turn = self.current or self._answering()
+            self.emit("llm.context_trimmed", turn=turn.index if turn else None, **frame.data)
+        elif isinstance(frame, TurnFailedFrame):
+            turn = self.current or self._answering()
+            if not frame.reported:
+                self.note_error(frame.reason)
+            if turn is not None:
+                turn.failed = True
+                if frame.fallback:
+                    turn.to_speak.append(frame.fallback)
+            self.emit("turn.failed", turn=turn.index if turn else None, reason=frame.reason,
+                      fallback=frame.fallback)
         elif isinstance(frame, ErrorFrame):
             self.note_error(str(frame.error))
         else:

@@ -172,7 +172,7 @@ def test_directory_name_and_record_format(session: Path) -> None:
         assert raw == canonical(rec)
     start, end = recs[0], recs[-1]
     assert start["type"] == "session.start" and start["t"] == 0.0
-    assert start["data"]["schema_version"] == "1.2"
+    assert start["data"]["schema_version"] == SCHEMA_VERSION
     assert start["data"]["session_id"] == session.name.split("-")[-1]
     assert {k: start["data"][k] for k in HEADER} == HEADER
     assert "python" in start["data"]["platform"]
@@ -325,7 +325,7 @@ def test_newer_schema_minor_is_accepted_with_warning(session: Path) -> None:
     rechain(session, lambda recs: recs[0]["data"].update(schema_version="1.4"))
     result = verify(session)
     assert result.ok, result.problems
-    assert result.warnings == ["schema version 1.4 is newer than 1.2: fields added since may not be shown"]
+    assert result.warnings == [f"schema version 1.4 is newer than {SCHEMA_VERSION}: fields added since may not be shown"]
 
 
 def test_truncated_last_line_is_ok_with_warning(session: Path) -> None:
@@ -662,7 +662,7 @@ def test_show_reports_a_broken_chain(session: Path) -> None:
 
 def test_read_session_groups_records_by_turn(session: Path) -> None:
     s = read_session(session)
-    assert s.header["persona"]["name"] == "pirate" and s.schema_version == "1.2"
+    assert s.header["persona"]["name"] == "pirate" and s.schema_version == SCHEMA_VERSION
     assert [t.number for t in s.turns] == [1, 2, 3]
     assert all(t.complete and len(t.events) == STAGED_PER_TURN for t in s.turns)
     assert s.turns[0].events_of("stt.final")[0]["data"]["text"] == "question number 1"

@@ -81,9 +81,9 @@ def test_secrets_are_masked_and_key_names_kept(monkeypatch):
     s = load_settings(None, {"llm.api_key_env": "MY_KEY"})
     public = s.public_dict()
     assert public["llm"]["api_key_env"] == "MY_KEY"  # the variable's name is not a secret
-    from bot.config import _mask
+    from bot.redact import redact
 
-    assert _mask({"api_key": "sk-123", "token": "abc", "tokens": 5}) == {"api_key": "***", "token": "***",
+    assert redact({"api_key": "sk-123", "token": "abc", "tokens": 5}) == {"api_key": "***", "token": "***",
                                                                         "tokens": 5}
 
 

@@ -8,7 +8,6 @@ The format is specified in docs/audit-log.md.
 
 from bot.audit.chain import SCHEMA_VERSION
 from bot.audit.read import Session, Turn, list_sessions, read_session
-from bot.audit.scrub import scrub
 from bot.audit.show import show
 from bot.audit.verify import VerifyResult, verify
 from bot.audit.writer import AudioClip, AuditWriter
@@ -22,7 +21,6 @@ __all__ = [
     "VerifyResult",
     "list_sessions",
     "read_session",
-    "scrub",
     "show",
     "verify",
 ]

@@ -26,6 +26,7 @@ from typing import Any
 from bot.audit.chain import sha256_bytes
 from bot.audit.read import STAGED, Session, TurnView, blocked, ms_text, num, read_session, verdict_summary
 from bot.audit.verify import VerifyResult, verify
+from bot.redact import redact_text
 
 LATENCY_BARS = (("stt_ms", "STT"), ("moderation_input_ms", "input moderation"), ("llm_ttft_ms", "LLM first token"),
                 ("moderation_output_ms", "output moderation"), ("tts_ttfa_ms", "TTS first audio"),
@@ -455,7 +456,8 @@ def _events_table(records: list[dict[str, Any]]) -> str:
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """Escaped for HTML, secrets masked (a log written before masking covered it still shows none)."""
+    return html.escape(redact_text(str(value)), quote=True)
 
 
 def _plain(value: Any) -> str:

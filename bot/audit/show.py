@@ -15,6 +15,7 @@ from typing import Any
 from bot.audit.read import (STAGED, Session, Turn, blocked, ms_text, num, read_session, turn_view,
                             verdict_summary)
 from bot.audit.verify import verify
+from bot.redact import redact_text
 
 LABEL = 11  # width of the field labels
 # The log stores keys sorted; show the usual ones in pipeline order, then the rest.
@@ -37,7 +38,7 @@ def show(session_dir: str | Path, events: bool = False) -> str:
         out.append("Session events")
         for rec in shown:
             out.append("  " + _generic(rec))
-    return "\n".join(out) + "\n"
+    return redact_text("\n".join(out) + "\n")
 
 
 # --------------------------------------------------------------------------- header

@@ -27,6 +27,7 @@ from bot.audit.chain import (
     schema_major,
     sha256_file,
 )
+from bot.audit.signing import SIG_FILE, Signer
 
 MAX_PROBLEMS = 50
 
@@ -50,6 +51,12 @@ class VerifyResult:
     """True when the log ends with ``session.end``."""
     forgotten_audio: int = 0
     """Audio files missing because a later ``privacy.forget`` record says they were deleted on request."""
+    signing: dict[str, Any] | None = None
+    """``session.start``'s ``signing`` (``{alg, id}``) when the log was written signed, else None."""
+    signed: int = 0
+    """Records whose signature was checked with the key given to :func:`verify` and is valid."""
+    head_checked: bool = False
+    """A kept head was given and the log ends exactly there."""
 
     def summary(self) -> str:
         """One line for humans: ``chain OK: ...`` or ``chain BROKEN: <first problem>``."""
@@ -58,7 +65,9 @@ class VerifyResult:
             more = f" (+{len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
             return f"chain BROKEN: {self.problems[0]}{more}"
         warn = f"; warning: {self.warnings[0]}" if self.warnings else ""
-        return f"chain OK: {counts} verified{warn}"
+        extra = f", {self.signed} signatures valid" if self.signed else ""
+        extra += ", ends at the kept head" if self.head_checked else ""
+        return f"chain OK: {counts} verified{extra}{warn}"
 
     def __bool__(self) -> bool:
         return self.ok
@@ -71,8 +80,13 @@ def _where(line: int, seq: Any, type_: Any = None) -> str:
     return f"line {line} ({inside})"
 
 
-def verify(session_dir: str | Path) -> VerifyResult:
-    """Check ``events.jsonl`` (seq from 0, prev_hash links, each hash) and every referenced audio file."""
+def verify(session_dir: str | Path, *, head: str | None = None, key: Signer | None = None) -> VerifyResult:
+    """Check ``events.jsonl`` (seq from 0, prev_hash links, each hash) and every referenced audio file.
+
+    ``head``: the head hash kept elsewhere (the full hash or at least its first 12 hex digits); the log
+    must end exactly there, which detects cut-off last records. ``key``: the signing key (or Ed25519
+    public key) from :mod:`bot.audit.signing`; every record must then carry a valid signature.
+    """
     root = Path(session_dir)
     result = VerifyResult(dir=root)
     events = root / EVENTS_FILE
@@ -123,6 +137,9 @@ def verify(session_dir: str | Path) -> VerifyResult:
     prev: str | None = GENESIS
     end_line: int | None = None
     end_data: dict[str, Any] | None = None
+    chain: list[tuple[int, Any, Any, Any]] = []  # (line, seq, type, hash) of every complete record
+    if isinstance(first, dict) and isinstance(first.get("data"), dict) and isinstance(first["data"].get("signing"), dict):
+        result.signing = first["data"]["signing"]
 
     for index, line in enumerate(pieces):
         number = index + 1
@@ -144,6 +161,7 @@ def verify(session_dir: str | Path) -> VerifyResult:
         seq, type_ = rec["seq"], rec["type"]
         where = _where(number, seq, type_)
         result.records += 1
+        chain.append((number, seq, type_, rec["hash"]))
         if end_line is not None:
             problem(f"{where}: record after session.end (line {end_line}): the file was edited")
         if seq != expected_seq:
@@ -184,7 +202,98 @@ def verify(session_dir: str | Path) -> VerifyResult:
         result.warnings.append(f"no session.end record: the session did not end cleanly (killed or "
                                f"crashed); {result.records} records verified")
     _check_stray_audio(root, referenced, result)
+    _check_signatures(root, chain, key, result, problem)
+    if head is not None:
+        _check_head(head, chain, result, problem)
+    _check_permissions(root, result)
     return result
+
+
+def _check_head(kept: str, chain: list[tuple[int, Any, Any, Any]], result: VerifyResult, problem: Any) -> None:
+    """The log must end at the head hash kept elsewhere: anything else means records were cut off or added."""
+    want = kept.strip().lower()
+    if len(want) < 12 or len(want) > 64 or any(c not in "0123456789abcdef" for c in want):
+        problem(f"--head {kept!r} is not a head hash: give the 64 hex digits `audit verify` printed (or at "
+                "least the first 12)")
+        return
+    if isinstance(result.head, str) and result.head.startswith(want):
+        result.head_checked = True
+        return
+    now = (result.head or "none")[:16]
+    for number, seq, type_, digest in chain:
+        if isinstance(digest, str) and digest.startswith(want):
+            problem(f"the log goes on after the kept head ({_where(number, seq, type_)}): "
+                    f"{len(chain) - chain.index((number, seq, type_, digest)) - 1} records were added after it "
+                    f"was kept (it now ends at {now}…)")
+            return
+    problem(f"the kept head {want[:16]}… is not in this log: its last records were cut off or it was "
+            f"rewritten (it now ends at {now}…)")
+
+
+def _check_signatures(root: Path, chain: list[tuple[int, Any, Any, Any]], key: Signer | None,
+                      result: VerifyResult, problem: Any) -> None:
+    """Every record of a signed log has a valid signature line in ``events.sig`` (checked with ``key``)."""
+    declared = result.signing
+    sig_path = root / SIG_FILE
+    if declared is None:
+        if key is not None:
+            problem(f"the log is not signed but a signing key (id {key.key_id}) was given: it was written "
+                    "without audit.key_env, or rewritten by someone without the key")
+        elif sig_path.exists():
+            result.warnings.append(f"{SIG_FILE} present but session.start declares no signing: ignored")
+        return
+    alg, key_id = declared.get("alg"), declared.get("id")
+    sigs: dict[Any, dict[str, Any]] = {}
+    try:
+        raw = sig_path.read_bytes()
+    except OSError:
+        raw = b""
+    for line in raw.split(b"\n"):
+        try:
+            item = json.loads(line.decode("utf-8")) if line else None
+        except (UnicodeDecodeError, ValueError):
+            item = None
+        if isinstance(item, dict) and isinstance(item.get("sig"), str):
+            sigs[item.get("seq")] = item
+    if key is None:
+        unsigned = [c for c in chain if not (c[1] in sigs and sigs[c[1]].get("hash") == c[3])]
+        if unsigned:
+            number, seq, type_, _ = unsigned[0]
+            problem(f"{_where(number, seq, type_)}: no signature in {SIG_FILE} for this record: it was added or "
+                    "changed after it was written")
+        result.warnings.append(f"signed ({alg}, key id {key_id}) but not checked: give the key (the variable "
+                               "named by audit.key_env, or --public-key) to verify the signatures")
+        return
+    if key.alg != alg or key.key_id != key_id:
+        problem(f"the log was signed with {alg} key id {key_id}, not with the key given ({key.alg} key id "
+                f"{key.key_id})")
+        return
+    for number, seq, type_, digest in chain:
+        item = sigs.get(seq)
+        if item is None or item.get("hash") != digest or not isinstance(digest, str) \
+                or not key.check(digest, item["sig"]):
+            why = "no signature" if item is None else "invalid signature"
+            problem(f"{_where(number, seq, type_)}: {why}: the record was forged, edited or re-sealed "
+                    "without the signing key")
+        else:
+            result.signed += 1
+
+
+def _check_permissions(root: Path, result: VerifyResult) -> None:
+    """Warn when the session's folder or files can be read or changed by users other than the owner."""
+    paths = [root, root / EVENTS_FILE, root / SIG_FILE]
+    audio = root / AUDIO_DIR
+    if audio.is_dir():
+        paths += [audio, *sorted(audio.iterdir())]
+    for path in paths:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            rel = "." if path == root else path.relative_to(root).as_posix()
+            result.warnings.append(f"{rel}: readable by other users (mode {mode:03o}): the log holds transcripts "
+                                   f"and audio; run chmod -R go-rwx {root}")
 
 
 def _minor(version: Any) -> int:

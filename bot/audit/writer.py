@@ -49,8 +49,9 @@ from bot.audit.chain import (
     sha256_bytes,
     to_jsonable,
 )
-from bot.audit.scrub import scrub
+from bot.audit.signing import SIG_FILE, Signer
 from bot.errors import VoicebotError
+from bot.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,10 @@ class AuditWriter:
     """Writes one session's audit directory. Create with :meth:`open`; always :meth:`close`."""
 
     def __init__(self, session_dir: Path, session_id: str, fd: int, store_audio: bool,
-                 t0: float, head: str) -> None:
+                 t0: float, head: str, signer: Signer | None = None, sig_fd: int | None = None) -> None:
         self.dir = session_dir
+        self.signer = signer
+        self._sig_fd = sig_fd
         self.session_id = session_id
         self.store_audio = store_audio
         self.failed = False
@@ -121,11 +124,13 @@ class AuditWriter:
 
     @classmethod
     def open(cls, base_dir: str | os.PathLike[str], header: Mapping[str, Any],
-             store_audio: bool = True) -> AuditWriter:
+             store_audio: bool = True, signer: Signer | None = None) -> AuditWriter:
         """Create ``base_dir/<UTC stamp>-<id>/`` (mode 0700) and write ``session.start`` before returning.
 
         ``header`` is merged into the ``session.start`` data; the writer adds ``schema_version``,
         ``session_id`` and ``store_audio`` (these win over the caller's) and ``platform`` if absent.
+        With a ``signer`` every record's hash is signed into ``events.sig`` (see
+        :mod:`bot.audit.signing`) and ``session.start`` carries ``signing: {alg, id}``.
         Raises :class:`VoicebotError` if the directory or log cannot be created.
         """
         base = Path(base_dir).expanduser()
@@ -151,10 +156,17 @@ class AuditWriter:
                          os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0),
                          FILE_MODE)
             os.fchmod(fd, FILE_MODE)
+            sig_fd = None
             data = dict(to_jsonable(dict(header)))
             data.setdefault("platform", platform_info())
             data.update(schema_version=SCHEMA_VERSION, session_id=session_id, store_audio=bool(store_audio))
-            record = seal(0, iso_ms(started), 0.0, "session.start", scrub(data), GENESIS)
+            if signer is not None:
+                data["signing"] = signer.describe()
+                sig_fd = os.open(session_dir / SIG_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
+                                 | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+                os.fchmod(sig_fd, FILE_MODE)
+            record = seal(0, iso_ms(started), 0.0, "session.start", redact(data), GENESIS)
+            _sign(sig_fd, signer, record)
             _write_all(fd, canonical(record) + b"\n")
             os.fsync(fd)
             _fsync_dir(session_dir)
@@ -162,7 +174,7 @@ class AuditWriter:
         except OSError as exc:
             raise VoicebotError(f"cannot create the audit log in {base}: {exc.strerror or exc}: "
                                 "set audit.dir to a writable folder (or audit.enabled = false)") from None
-        return cls(session_dir, session_id, fd, store_audio, t0, record["hash"])
+        return cls(session_dir, session_id, fd, store_audio, t0, record["hash"], signer, sig_fd)
 
     @property
     def events_path(self) -> Path:
@@ -299,12 +311,14 @@ class AuditWriter:
                 self._write_record(*item[1:])
             except BaseException as exc:  # noqa: BLE001 - the bot must keep running
                 self._fail(exc)
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        for name in ("_fd", "_sig_fd"):
+            fd = getattr(self, name)
+            setattr(self, name, None)
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _write_record(self, type: str, data: dict[str, Any], stamp: str, t: float,
                       clips: list[tuple[str, AudioClip]]) -> None:
@@ -319,8 +333,9 @@ class AuditWriter:
                 if isinstance(errors, list):
                     errors.append(note)
             _put_path(data, path, ref)
-        record = seal(self._seq, stamp, t, type, scrub(data), self._prev)
+        record = seal(self._seq, stamp, t, type, redact(data), self._prev)
         assert self._fd is not None
+        _sign(self._sig_fd, self.signer, record)  # before the record: every record in the log has its signature
         _write_all(self._fd, canonical(record) + b"\n")
         os.fsync(self._fd)
         self._seq += 1
@@ -396,6 +411,14 @@ def _to_int16(samples: Any) -> Any:
     if np.issubdtype(arr.dtype, np.floating):
         return np.round(np.clip(np.nan_to_num(arr), -1.0, 1.0) * 32767.0).astype(np.int16)
     raise ValueError(f"audio samples must be int16 or float, got {arr.dtype}")
+
+
+def _sign(sig_fd: int | None, signer: Signer | None, record: dict[str, Any]) -> None:
+    if sig_fd is None or signer is None:
+        return
+    line = {"seq": record["seq"], "hash": record["hash"], "sig": signer.sign(record["hash"])}
+    _write_all(sig_fd, canonical(line) + b"\n")
+    os.fsync(sig_fd)
 
 
 def _write_all(fd: int, blob: bytes) -> None:

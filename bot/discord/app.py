@@ -432,6 +432,7 @@ async def run_bot(settings: Settings, persona: Persona, *, turn_listeners: list[
                   token: str | None = None) -> None:
     """Log in with the token from ``$<discord.token_env>`` and run until interrupted."""
     check_voice_dependencies()
+    import aiohttp
     import discord
 
     env = settings.discord.token_env
@@ -449,6 +450,13 @@ async def run_bot(settings: Settings, persona: Persona, *, turn_listeners: list[
     except discord.PrivilegedIntentsRequired:
         raise VoicebotError("Discord refused the gateway intents: voicebot needs only guilds and voice "
                             "states, which are not privileged; check the application settings") from None
+    except (aiohttp.ClientError, OSError, TimeoutError, discord.GatewayNotFound) as exc:
+        reason = str(exc).split("[")[-1].rstrip("]") if "[" in str(exc) else (str(exc) or type(exc).__name__)
+        raise VoicebotError(f"cannot reach Discord ({reason}): check the network connection (discord.com:443 and "
+                            "its gateway must be reachable, through any proxy or firewall), then retry") from None
+    except discord.HTTPException as exc:
+        raise VoicebotError(f"Discord answered HTTP {exc.status} ({exc.text or 'no detail'}): retry later, or "
+                            "check https://discordstatus.com") from None
     finally:
         with contextlib.suppress(Exception):
             await app.close()

@@ -129,9 +129,14 @@ class LlamaChatClient:
         plan = thread_plan()
         self.n_threads = n_threads or plan.llm
         self._pool = _llama_pool(model_path, n_ctx, self.n_threads, plan.slots)
-        self._pool.first()  # load now: a bad file fails while the session is built
+        self._vocab = self._pool.first()  # load now: a bad file fails while the session is built
         self.model_name = model_path.rsplit("/", 1)[-1]
         self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` by the model's own tokenizer (for bot/context_window.py). The vocabulary is
+        read-only, so this is safe beside a generation running on the same model."""
+        return len(self._vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     async def _create(self, *, messages: list[dict[str, Any]], **params: Any) -> _ThreadStream:
         llama_args = {

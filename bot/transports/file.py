@@ -11,33 +11,77 @@ latency a user would hear.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+from loguru import logger
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot.errors import VoicebotError
 from bot.transports.paced import BLOCK_SECS, PacedInputTransport
+
 DEVICE_BUFFER_SECS = 0.04
 """How far ahead of the playback position the virtual speaker accepts audio (like a device buffer)."""
 
 
-def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read any WAV/FLAC/OGG file as mono float32 at ``sample_rate``, or raise a one-line VoicebotError."""
+_WAV_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _declared_frames(f: sf.SoundFile) -> int:
+    """Frames the file says it has. libsndfile clamps a truncated WAV's length to what is there, but its
+    header log keeps the size the header declared (``data : 96000 (should be 47978)``)."""
+    match = _WAV_DATA.search(f.extra_info or "")
+    if match is None:
+        return f.frames
+    frame_bytes = f.channels * {"PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
+                                "PCM_U8": 1, "PCM_S8": 1}.get(f.subtype, 2)
+    return max(f.frames, int(match.group(1)) // frame_bytes)
+
+
+def load_audio(path: str | Path, sample_rate: int, *, warn: Callable[[str], None] | None = None) -> np.ndarray:
+    """Read any WAV/FLAC/OGG file as mono float32 at ``sample_rate``, or raise a one-line VoicebotError.
+
+    A truncated or damaged file is answered from the part that could be read, and ``warn`` (default: the
+    log) is told how much that was. Non-finite samples (NaN, inf) are an error, not numpy warnings."""
     path = Path(path)
     if not path.is_file():
         raise VoicebotError(f"input audio {path} not found: give an existing WAV, FLAC or OGG file")
+    blocks: list[np.ndarray] = []
+    broken = ""
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            rate, declared = f.samplerate, _declared_frames(f)
+            try:
+                while True:
+                    block = f.read(max(rate // 4, 1), dtype="float32", always_2d=True)
+                    if not len(block):
+                        break
+                    blocks.append(block)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                broken = str(exc).split(":")[-1].strip() or "unreadable"
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         reason = str(exc).split(":")[-1].strip() or "unreadable"
         raise VoicebotError(f"cannot read audio file {path} ({reason}): give a WAV, FLAC or OGG file") from None
+    data = np.concatenate(blocks) if blocks else np.zeros((0, 1), dtype=np.float32)
     if data.size == 0:
+        if broken:
+            raise VoicebotError(f"cannot read audio file {path} ({broken}): give a WAV, FLAC or OGG file")
         raise VoicebotError(f"audio file {path} is empty: record a question first")
+    bad = ~np.isfinite(data)
+    if bad.any():
+        first = int(np.argmax(bad.any(axis=1)))
+        raise VoicebotError(f"audio file {path} is corrupt: {int(bad.sum())} samples are not numbers (NaN or "
+                            f"infinite), the first at {first / rate:.3f} s: re-export or re-record it")
+    if broken or len(data) < declared:
+        message = (f"audio file {path} is truncated or damaged ({broken or 'shorter than its header says'}): "
+                   f"answering the {len(data) / rate:.2f} s that could be read of {max(declared, len(data)) / rate:.2f} s")
+        (warn or logger.warning)(message)
     mono = data.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
