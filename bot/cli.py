@@ -666,6 +666,7 @@ def serve_cmd(
 
 def main() -> None:
     install_signal_handlers()  # SIGTERM behaves exactly like SIGINT (bot/signals.py)
+    _setup_logging(False)  # no library chatter (pipecat's import banner) around a one-line error; -v shows it
     code = 0
     try:
         app()
