@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
 import yaml
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import VoicebotError
@@ -42,6 +44,11 @@ class Persona(BaseModel):
         description="Voice per TTS backend, e.g. {piper: en_US-joe-medium, openai: alloy}.",
     )
     blocklist: list[str] = Field(default_factory=list, description="Terms the bot must not hear or say.")
+    profanity: Literal["block", "allow"] = Field(
+        default="block",
+        description="Swearing aimed at no one ('damn, I missed the bus'): 'block' (family) or 'allow' (casual). "
+                    "Abuse, hate and threats are blocked either way (docs/moderation.md).",
+    )
     blocklist_regex: list[str] = Field(default_factory=list, description="Regexes, same purpose.")
     wake_words: list[str] = Field(default_factory=list, description="Extra names the bot answers to.")
 

@@ -5,6 +5,7 @@ Registered by ``bot/cli.py`` as ``app.command("moderate")(moderate)``. Examples:
     voicebot moderate "you are an idiot"
     voicebot moderate --file lines.txt --json          # one JSON object per input line
     voicebot moderate --stage input --persona pirate "where is the treasure map?"
+    voicebot moderate --explain "k1ll 4ll th3 g4ys"       # which layer decided, scores, evidence
 
 Always exits 0 when the check ran (a blocked text is a result, not an error).
 """
@@ -56,23 +57,42 @@ def _read_inputs(text: str | None, file: Path | None) -> list[str]:
     return [ln for ln in lines if ln and not ln.startswith("#")]
 
 
+def _top(scores: dict[str, float], n: int) -> str:
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:.2f}" for k, v in top) or "no hits"
+
+
 def _human(text: str, verdict: Verdict) -> str:
     if verdict.allowed:
         head = f"ALLOWED  {text!r}"
     else:
         cats = ", ".join(verdict.categories) or "-"
         head = f"BLOCKED ({verdict.action})  [{cats}]  {text!r}"
-    parts = []
-    for b in verdict.backends:
-        if b.get("error"):
-            parts.append(f"{b['backend']}: error")
-            continue
-        top = sorted(b.get("scores", {}).items(), key=lambda kv: -kv[1])[:2]
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in top) or "no hits"
-        parts.append(f"{b['backend']}: {shown}")
+    parts = [f"{b['backend']}: error" if b.get("error") else f"{b['backend']}: {_top(b.get('scores', {}), 2)}"
+             for b in verdict.backends]
     lines = [head, f"  {verdict.reason}"]
     if parts:
         lines.append(f"  {' | '.join(parts)}  ({verdict.latency_ms:.2f} ms)")
+    return "\n".join(lines)
+
+
+def _explain(text: str, verdict: Verdict) -> str:
+    """Which layer decided, and every layer's scores and evidence."""
+    lines = [_human(text, verdict).splitlines()[0]]
+    deciders = verdict.backend if not verdict.allowed else "nobody blocked"
+    lines.append(f"  decided by: {deciders}: {verdict.reason}")
+    for b in verdict.backends:
+        state = "ERROR" if b.get("error") else ("pass" if b["allowed"] else "BLOCK")
+        lines.append(f"  {b['backend']:<11} {state:<5} {b.get('latency_ms', 0.0):7.2f} ms  "
+                     f"{b['error'] if b.get('error') else _top(b.get('scores', {}), 9)}")
+        details = b.get("details", {})
+        if "reading" in details:
+            lines.append(f"  {'':<11} read as {details['reading']!r}")
+        for m in details.get("matches", [])[:3]:
+            lines.append(f"  {'':<11} rule {m.get('rule')!r} -> {m.get('category')} {m.get('score'):.2f} "
+                         f"on {m.get('text')!r}")
+        if "answer" in details:
+            lines.append(f"  {'':<11} {details.get('model')} ({details.get('format')}) answered {details['answer']!r}")
     return "\n".join(lines)
 
 
@@ -89,6 +109,9 @@ def moderate(
         "--persona", help="Persona name or YAML path whose blocklist applies (default: the configured one).")] = None,
     config: Annotated[Optional[Path], typer.Option(
         "--config", help="TOML config file (default: VOICEBOT_CONFIG, else built-in defaults).")] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Show which layer decided and every layer's scores and evidence "
+                          "(classifier reading, lexicon rules, guard model answer).")] = False,
 ) -> None:
     """Check text with the moderation stack and show the verdict of each backend."""
     inputs = _read_inputs(text, file)
@@ -109,4 +132,4 @@ def moderate(
                                       **verdict.to_dict()}
             typer.echo(json.dumps(record, ensure_ascii=False))
         else:
-            typer.echo(_human(line, verdict))
+            typer.echo(_explain(line, verdict) if explain else _human(line, verdict))

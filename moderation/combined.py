@@ -15,6 +15,9 @@ allowed the text, the text is allowed (the failed backend could not have changed
 and the reason still names the failure. Any unexpected error in the moderator itself also yields a
 blocking verdict. ``check()`` never raises (cancellation by the caller still propagates).
 
+The persona decides about swearing aimed at no one: with ``profanity: allow`` the category
+``profanity`` never blocks (its score is still reported); hate, threats and abuse still do.
+
 One-time loading (importing a model) is not counted against ``timeout_ms``; it is bounded by
 :data:`LOAD_TIMEOUT_S`. Call :meth:`StageModerator.warmup` at start-up to load models early.
 """
@@ -105,7 +108,9 @@ class StageModerator(Moderator):
         except Exception as exc:  # noqa: BLE001 - fail closed
             return self._failed(backend, _describe(exc), _ms(start))
         scores = {str(k): float(v) for k, v in result.scores.items()}
-        flagged = sorted(c for c, s in scores.items() if s >= self.stage.threshold(c))
+        allows_profanity = getattr(persona, "profanity", "block") == "allow"
+        flagged = sorted(c for c, s in scores.items()
+                         if s >= self.stage.threshold(c) and not (allows_profanity and c == "profanity"))
         return BackendResult(backend=backend.name, allowed=not flagged, categories=flagged, scores=scores,
                              latency_ms=_ms(scored_from), details=result.details)
 

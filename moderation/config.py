@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-BackendName = Literal["profanity", "keywords", "detoxify", "openai"]
+BackendName = Literal["classifier", "blocklist", "guard", "profanity", "keywords", "detoxify", "openai"]
 """The moderation backends voicebot knows. See ``docs/moderation.md``."""
 
 CATEGORIES: tuple[str, ...] = (
@@ -45,9 +45,10 @@ CATEGORIES: tuple[str, ...] = (
 
 def _default_thresholds() -> dict[str, float]:
     # One score scale (0..1) for all backends. "default" applies to any category not listed.
-    # Profanity alone is the weakest signal (swearing among friends is common), so it needs more
-    # evidence; the persona blocklist is absolute.
-    return {"default": 0.5, "profanity": 0.6, "blocklist": 0.5}
+    # toxicity 0.55: the classifier's P(undesired) threshold, chosen on the dev set (tests/data/
+    # moderation_dev.tsv) by scripts/train_moderation_classifier.py. Profanity alone is the weakest
+    # signal, so it needs more evidence (and the persona may allow it); the persona blocklist is absolute.
+    return {"default": 0.5, "toxicity": 0.55, "profanity": 0.6, "blocklist": 0.5}
 
 
 class StageConfig(BaseModel):
@@ -57,8 +58,9 @@ class StageConfig(BaseModel):
 
     enabled: bool = True
     backends: list[BackendName] = Field(
-        default_factory=lambda: ["profanity", "keywords"],
-        description="Backends run concurrently on every text; empty = nothing is checked.",
+        default_factory=lambda: ["classifier", "blocklist"],
+        description="Backends run concurrently on every text; empty = nothing is checked. Default: the "
+                    "embedded classifier plus the persona's blocklist.",
     )
     thresholds: dict[str, float] = Field(
         default_factory=_default_thresholds,
@@ -106,6 +108,21 @@ class ModerationConfig(BaseModel):
     detoxify_checkpoint: str = Field(
         default="",
         description="detoxify backend: path to a local Detoxify checkpoint (.ckpt); nothing is downloaded.",
+    )
+    guard_model: str = Field(
+        default="llama-guard3:1b",
+        description="guard backend: the guard model's name on the server (Llama Guard 3, ShieldGemma, "
+                    "Qwen3Guard, Granite Guardian).",
+    )
+    guard_base_url: str = Field(
+        default="http://localhost:11434/v1",
+        description="guard backend: OpenAI-compatible chat endpoint (Ollama, vLLM, llama.cpp server).",
+    )
+    guard_format: Literal["auto", "llama_guard", "shieldgemma", "qwen3guard", "granite_guardian"] = Field(
+        default="auto", description="guard backend: the model's output format; 'auto' guesses it from guard_model.",
+    )
+    guard_api_key_env: str = Field(
+        default="", description="guard backend: env var holding the server's API key; empty = the server needs none.",
     )
     openai_model: str = "omni-moderation-latest"
     openai_api_key_env: str = Field(default="OPENAI_API_KEY", description="Name of the env var holding the key.")

@@ -29,6 +29,7 @@ from bot.persona import Persona, load_persona
 from moderation import Backend, ModerationConfig, Moderator, Scores, StageConfig, Verdict, build_moderator
 from moderation.backends.keywords import KeywordsBackend
 from moderation.backends.profanity import ProfanityBackend, load_scorer
+from moderation.cases import load_redteam as cases_of_redteam
 from moderation.cli import moderate
 from moderation.combined import DisabledModerator, StageModerator
 from moderation.lexicon import default_lexicon
@@ -80,12 +81,8 @@ def stage_moderator(*backends: Backend, timeout_ms: float = 500, **stage: Any) -
 
 
 def load_redteam(name: str) -> list[tuple[str, str]]:
-    spec = importlib.util.spec_from_file_location("moderation_benchmark", ROOT / "benchmarks" / "moderation.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["moderation_benchmark"] = module
-    spec.loader.exec_module(module)
-    return module.load_lines(DATA / name)
+    """``(label, text)`` of a red-team file (its own labels, e.g. ``insult``, ``hard``)."""
+    return [(c.functionality, c.text) for c in cases_of_redteam(DATA / name)]
 
 
 PIRATE = Persona(name="Captain Reed", system_prompt="You are a pirate.", blocklist=["treasure map"],
@@ -96,10 +93,10 @@ PIRATE = Persona(name="Captain Reed", system_prompt="You are a pirate.", blockli
 
 def test_config_defaults_and_validation() -> None:
     cfg = ModerationConfig()
-    assert cfg.output.backends == ["profanity", "keywords"]
+    assert cfg.output.backends == ["classifier", "blocklist"] == cfg.input.backends
     assert cfg.input.combine == "any" and cfg.input.action == "refuse"
     assert cfg.timeout_ms == 500 and cfg.openai_model == "omni-moderation-latest"
-    assert cfg.output.thresholds["default"] == 0.5
+    assert cfg.output.thresholds["default"] == 0.5 and cfg.output.threshold("toxicity") == 0.55
     partial = StageConfig(thresholds={"insult": 0.9})
     assert partial.threshold("insult") == 0.9
     assert partial.threshold("threat") == 0.5  # falls back to default
@@ -257,7 +254,7 @@ def test_verdict_shape_and_serialisation() -> None:
     json.dumps(data)
     assert set(data) >= {"allowed", "action", "categories", "scores", "backend", "reason", "latency_ms", "backends"}
     assert data["allowed"] is False and data["action"] == "refuse"
-    assert {b["backend"] for b in data["backends"]} == {"profanity", "keywords"}
+    assert {b["backend"] for b in data["backends"]} == {"classifier", "blocklist"}
     ok = check(default_moderator(), "what a lovely morning")
     assert ok.allowed and ok.action == "allow" and ok.categories == []
 
@@ -477,12 +474,12 @@ def test_redteam_files_are_big_enough() -> None:
     assert sum(1 for label, _ in clean if label == "hard") >= 50
 
 
-def test_default_stack_meets_targets_on_redteam_set() -> None:
-    """Quality gate on the dev red-team set (the lexicon was refined on it, so this is a regression
-    guard; the held-out numbers in docs/moderation.md are the honest estimate)."""
+def test_legacy_stack_meets_targets_on_redteam_set() -> None:
+    """Quality gate of the legacy lexicon stack (profanity+keywords) on the dev red-team set it was
+    refined on: a regression guard for those backends, which stay available."""
     unsafe = [t for _, t in load_redteam("redteam_unsafe.txt")]
     clean = [t for _, t in load_redteam("redteam_clean.txt")]
-    mod = default_moderator()
+    mod = default_moderator(backends=["profanity", "keywords"])
 
     async def run() -> tuple[list[Verdict], list[Verdict], list[float]]:
         await mod.warmup()
@@ -527,7 +524,7 @@ def test_cli_json_file(tmp_path: Path) -> None:
     assert [r["allowed"] for r in records] == [True, False]
     for r in records:
         assert {"text", "allowed", "backends", "categories", "reason"} <= set(r)
-        assert [b["backend"] for b in r["backends"]] == ["profanity", "keywords"]
+        assert [b["backend"] for b in r["backends"]] == ["classifier", "blocklist"]
 
 
 def test_cli_human_output_stage_and_persona() -> None:

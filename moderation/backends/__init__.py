@@ -14,11 +14,22 @@ if TYPE_CHECKING:
 
 __all__ = ["make_backend", "BACKEND_NAMES"]
 
-BACKEND_NAMES = ("profanity", "keywords", "detoxify", "openai")
+BACKEND_NAMES = ("classifier", "blocklist", "guard", "profanity", "keywords", "detoxify", "openai")
 
 
 def make_backend(name: str, config: ModerationConfig) -> Backend:
     """A new backend instance for ``name``. Cheap: nothing heavy is imported or loaded here."""
+    if name == "classifier":
+        from moderation.backends.classifier import ClassifierBackend
+        return ClassifierBackend()
+    if name == "blocklist":
+        from moderation.backends.keywords import BlocklistBackend
+        return BlocklistBackend()
+    if name == "guard":
+        from moderation.backends.guard import GuardBackend, GuardFormat
+        return GuardBackend(model=config.guard_model, base_url=config.guard_base_url,
+                            fmt=GuardFormat(config.guard_format), api_key_env=config.guard_api_key_env,
+                            timeout_ms=config.timeout_ms)
     if name == "profanity":
         from moderation.backends.profanity import ProfanityBackend
         return ProfanityBackend()

@@ -18,7 +18,7 @@ from typing import Any
 from moderation.base import Backend, Scores
 from moderation.lexicon import Lexicon, default_lexicon
 
-__all__ = ["KeywordsBackend", "persona_lexicon"]
+__all__ = ["BlocklistBackend", "KeywordsBackend", "persona_lexicon"]
 
 _PERSONA_CACHE: OrderedDict[tuple[tuple[str, ...], tuple[str, ...]], Lexicon] = OrderedDict()
 _PERSONA_CACHE_SIZE = 32
@@ -54,6 +54,7 @@ class KeywordsBackend(Backend):
     """Lexicon and persona blocklist matching on folded text."""
 
     name = "keywords"
+    persona_only = False
 
     def __init__(self, lexicon: Lexicon | None = None) -> None:
         super().__init__()
@@ -77,11 +78,14 @@ class KeywordsBackend(Backend):
         lexicon = self.lexicon
         blocklist = persona_lexicon(persona)
         if blocklist is None:
+            if self.persona_only:
+                return Scores({}, {})
             folded = lexicon.fold(text)
             matches = lexicon.match(folded)
         else:
             folded = lexicon.fold(text, blocklist.vocabulary)
-            matches = lexicon.match(folded) + blocklist.match(folded, raw_text=text)
+            matches = [] if self.persona_only else lexicon.match(folded)
+            matches += blocklist.match(folded, raw_text=text)
         scores: dict[str, float] = {}
         for m in matches:
             scores[m.category] = max(m.score, scores.get(m.category, 0.0))
@@ -90,3 +94,11 @@ class KeywordsBackend(Backend):
             best = sorted(matches, key=lambda m: -m.score)
             details["matches"] = [m.to_dict() for m in best[:10]]
         return Scores(scores, details)
+
+
+class BlocklistBackend(KeywordsBackend):
+    """Only the persona's blocklist (config name ``blocklist``, part of the default stack). The shipped
+    lexicon folds the text (leetspeak, spacing) but does not decide anything here."""
+
+    name = "blocklist"
+    persona_only = True

@@ -1,0 +1,166 @@
+"""``classifier`` backend (the default): a sentence embedding and a trained classifier head.
+
+1. The text is read twice when it is obfuscated: as written, and normalised by
+   :mod:`moderation.textnorm` (leetspeak ``k1ll`` -> ``kill``, spelled-out ``k i l l``, masked
+   ``f*ck``, squeezed ``fuuuck``) with joined-up words split on the tokenizer's vocabulary
+   (``killallgays`` -> ``kill all gays``). Plain text is read once.
+2. Each reading is embedded by all-MiniLM-L6-v2 (:mod:`moderation.embedder`, shared per process).
+3. A multinomial logistic-regression head (``classifier_head.npz``, 9 classes x 384 weights,
+   trained by ``scripts/train_moderation_classifier.py`` on ``tests/data/moderation_train.tsv`` and
+   the red-team dev set) gives class probabilities. The reading with the higher "undesired"
+   probability counts.
+
+Scores (categories of ``moderation.config.CATEGORIES``):
+
+* ``toxicity`` = P(any undesired class) = 1 - P(none) - P(profanity): the main decision;
+* ``hate``, ``threat``, ``harassment``, ``violence``, ``sexual``, ``sexual_minors``, ``self_harm``:
+  each class's own probability (for per-category thresholds and explanations);
+* ``profanity``: swearing aimed at no one. Whether that blocks is the persona's choice
+  (``profanity: block|allow``, see :mod:`moderation.combined`).
+
+Details list the class probabilities and the reading that decided, for ``voicebot moderate --explain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moderation.base import Backend, BackendUnavailable, Scores
+from moderation.embedder import SentenceEncoder, shared_encoder
+from moderation.lexicon import default_lexicon
+
+__all__ = ["ClassifierBackend", "ClassifierHead", "HEAD_PATH", "prepare_readings", "UNSAFE_CLASSES"]
+
+HEAD_PATH = Path(__file__).resolve().parent.parent / "classifier_head.npz"
+
+UNSAFE_CLASSES = ("hate", "threat", "harassment", "violence", "sexual", "sexual_minors", "self_harm")
+"""Classes whose probability adds up to ``toxicity``. The other two are ``none`` and ``profanity``."""
+
+_SPLIT_MIN_LEN = 8
+_LEET_OR_MASK = set("0134579@$!|+*#")
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """Softmax regression on sentence vectors: ``p = softmax(coef @ v + intercept)``."""
+
+    classes: tuple[str, ...]
+    coef: Any  # numpy (n_classes, dim)
+    intercept: Any  # numpy (n_classes,)
+    meta: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> ClassifierHead:
+        import numpy as np
+
+        path = HEAD_PATH if path is None else path
+        if not path.is_file():
+            raise BackendUnavailable(
+                f"classifier head {path} is missing: reinstall voicebot or run "
+                "scripts/train_moderation_classifier.py")
+        with np.load(path, allow_pickle=False) as data:
+            classes = tuple(str(c) for c in data["classes"])
+            head = cls(classes, data["coef"].astype(np.float32), data["intercept"].astype(np.float32),
+                       json.loads(str(data["meta"])))
+        if "none" not in classes or head.coef.shape != (len(classes), SentenceEncoder.dimension):
+            raise BackendUnavailable(f"classifier head {path} does not fit the encoder (shape {head.coef.shape})")
+        return head
+
+    def probabilities(self, vector: Any) -> dict[str, float]:
+        import numpy as np
+
+        logits = self.coef @ vector + self.intercept
+        logits = logits - logits.max()
+        exp = np.exp(logits)
+        probs = exp / exp.sum()
+        return {c: float(p) for c, p in zip(self.classes, probs)}
+
+
+def _segment(word: str, words: frozenset[str]) -> list[str] | None:
+    """Split a joined-up word into the fewest vocabulary words ("killallgays" -> kill all gays)."""
+    n = len(word)
+    best: list[list[str] | None] = [None] * (n + 1)
+    best[0] = []
+    for end in range(1, n + 1):
+        for start in range(max(0, end - 20), end):
+            prev = best[start]
+            piece = word[start:end]
+            if prev is None or not (piece in words or (piece.endswith("s") and piece[:-1] in words)):
+                continue
+            if best[end] is None or len(prev) + 1 < len(best[end]):  # type: ignore[arg-type]
+                best[end] = prev + [piece]
+    result = best[n]
+    return result if result is not None and len(result) > 1 else None
+
+
+def prepare_readings(text: str, words: frozenset[str]) -> list[str]:
+    """The text as written, plus its normalised reading when that differs by more than case."""
+    lexicon = default_lexicon()
+    folded = lexicon.fold(text)
+    changed = False
+    out: list[str] = []
+    for token in folded.tokens:
+        raw = token.raw.casefold()
+        if token.joined or token.mask is not None or (_LEET_OR_MASK & set(raw) and token.text != raw):
+            changed = True
+        if len(token.text) >= _SPLIT_MIN_LEN and token.text not in words:
+            pieces = _segment(token.text, words)
+            if pieces:
+                out.extend(pieces)
+                changed = True
+                continue
+        out.append(token.text)
+    readings = [text]
+    if changed and out:
+        readings.append(" ".join(out))
+    return readings
+
+
+_HEAD: list[ClassifierHead] = []
+_WORDS: list[frozenset[str]] = []
+_LOCK = threading.Lock()
+
+
+def _scores(text: str) -> tuple[tuple[tuple[str, float], ...], str]:
+    encoder, head, words = shared_encoder(), _HEAD[0], _WORDS[0]
+    best: dict[str, float] | None = None
+    best_reading = text
+    for reading in prepare_readings(text, words):
+        probs = head.probabilities(encoder.encode(reading))
+        if best is None or 1 - probs["none"] - probs.get("profanity", 0) > 1 - best["none"] - best.get("profanity", 0):
+            best, best_reading = probs, reading
+    assert best is not None
+    return tuple(sorted(best.items())), best_reading
+
+
+class ClassifierBackend(Backend):
+    """Embedding + classifier head; model and head are loaded once per process."""
+
+    name = "classifier"
+
+    def _load(self) -> None:
+        with _LOCK:
+            encoder = shared_encoder()
+            if not _HEAD:
+                _HEAD.append(ClassifierHead.load())
+            if not _WORDS:
+                _WORDS.append(encoder.word_vocabulary())
+        default_lexicon()  # the folding tables
+        _scores("hello")  # first run of the ONNX graph happens here, not in a turn
+
+    async def score(self, text: str, role: str, persona: Any) -> Scores:
+        # A few ms of CPU in onnxruntime (which releases the GIL): off the event loop, so audio keeps flowing
+        # and the stage timeout can fire.
+        probs_items, reading = await asyncio.to_thread(_scores, text)
+        probs = dict(probs_items)
+        scores = {c: p for c, p in probs.items() if c in UNSAFE_CLASSES or c == "profanity"}
+        scores["toxicity"] = max(0.0, 1.0 - probs.get("none", 0.0) - probs.get("profanity", 0.0))
+        details: dict[str, Any] = {"probabilities": {c: round(p, 4) for c, p in probs.items()}}
+        if reading != text:
+            details["reading"] = reading
+        return Scores(scores, details)
