@@ -55,6 +55,7 @@ SETS = {
 STACKS = {
     "default": None,  # the configured [moderation.output] backends
     "classifier": ["classifier"],
+    "classifier+keywords": ["classifier", "keywords", "blocklist"],
     "legacy (profanity+keywords)": ["profanity", "keywords"],
     "keywords": ["keywords"],
 }

@@ -45,10 +45,11 @@ CATEGORIES: tuple[str, ...] = (
 
 def _default_thresholds() -> dict[str, float]:
     # One score scale (0..1) for all backends. "default" applies to any category not listed.
-    # toxicity 0.55: the classifier's P(undesired) threshold, chosen on the dev set (tests/data/
-    # moderation_dev.tsv) by scripts/train_moderation_classifier.py. Profanity alone is the weakest
-    # signal, so it needs more evidence (and the persona may allow it); the persona blocklist is absolute.
-    return {"default": 0.5, "toxicity": 0.55, "profanity": 0.6, "blocklist": 0.5}
+    # toxicity 0.5: the classifier's P(undesired) threshold, chosen on the dev set (tests/data/
+    # moderation_dev.tsv) by scripts/train_moderation_classifier.py. profanity 0.25: chosen on the same
+    # dev set (the classifier's P(profanity) is 0.29-0.54 on swearing, < 0.15 on everything else); it
+    # only blocks for a persona with `profanity: block`. The persona blocklist is absolute.
+    return {"default": 0.5, "toxicity": 0.5, "profanity": 0.25, "blocklist": 0.5}
 
 
 class StageConfig(BaseModel):

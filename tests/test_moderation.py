@@ -53,7 +53,7 @@ def default_moderator(**stage_overrides: Any) -> Moderator:
 
 def keywords_blocks(text: str, persona: Any = None) -> bool:
     scores = KeywordsBackend().score_sync(text, persona).scores
-    stage = StageConfig()
+    stage = StageConfig(thresholds={"profanity": 0.6})  # the lexicon's own calibration (mild = 0.4)
     return any(v >= stage.threshold(k) for k, v in scores.items())
 
 
@@ -96,7 +96,7 @@ def test_config_defaults_and_validation() -> None:
     assert cfg.output.backends == ["classifier", "blocklist"] == cfg.input.backends
     assert cfg.input.combine == "any" and cfg.input.action == "refuse"
     assert cfg.timeout_ms == 500 and cfg.openai_model == "omni-moderation-latest"
-    assert cfg.output.thresholds["default"] == 0.5 and cfg.output.threshold("toxicity") == 0.55
+    assert cfg.output.thresholds["default"] == 0.5 and cfg.output.threshold("toxicity") == 0.5
     partial = StageConfig(thresholds={"insult": 0.9})
     assert partial.threshold("insult") == 0.9
     assert partial.threshold("threat") == 0.5  # falls back to default
@@ -479,7 +479,7 @@ def test_legacy_stack_meets_targets_on_redteam_set() -> None:
     refined on: a regression guard for those backends, which stay available."""
     unsafe = [t for _, t in load_redteam("redteam_unsafe.txt")]
     clean = [t for _, t in load_redteam("redteam_clean.txt")]
-    mod = default_moderator(backends=["profanity", "keywords"])
+    mod = default_moderator(backends=["profanity", "keywords"], thresholds={"profanity": 0.6})  # its own config
 
     async def run() -> tuple[list[Verdict], list[Verdict], list[float]]:
         await mod.warmup()

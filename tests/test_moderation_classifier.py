@@ -73,7 +73,7 @@ def test_profanity_aimed_at_no_one_is_the_personas_choice(moderator) -> None:
     text = "fuck yeah, we won the match"
     family, casual = check(moderator, text, FAMILY), check(moderator, text, CASUAL)
     assert not family.allowed and family.categories == ["profanity"], family.reason
-    assert casual.allowed and casual.scores["profanity"] >= 0.6
+    assert casual.allowed and casual.scores["profanity"] >= 0.25
     abuse = check(moderator, "fuck you, you worthless piece of shit", CASUAL)
     assert not abuse.allowed  # swearing at someone is harassment, whatever the persona
 
