@@ -169,6 +169,11 @@ class WebRtcEchoCanceller:
             raise VoicebotError(f"the echo canceller did not start ({detail}): use transport.echo = half-duplex")
         self._finalizer = weakref.finalize(self, _end_process, self._conn, self._proc)
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The child process running the audio processing module."""
+        return self._proc
+
     def far(self, pcm: bytes | np.ndarray, rate: int) -> None:
         data = pcm.astype("<i2", copy=False).tobytes() if isinstance(pcm, np.ndarray) else bytes(pcm)
         with self._lock:

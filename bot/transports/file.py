@@ -95,8 +95,11 @@ def to_pcm16(samples: np.ndarray) -> bytes:
 class SessionClock:
     """Seconds since the input started: the one timeline input, output and timings share."""
 
-    def __init__(self) -> None:
+    def __init__(self, speed: float = 1.0) -> None:
         self._t0: float | None = None
+        self.speed = speed
+        """Session seconds per wall-clock second: 1 in every session; more only in benchmarks/soak.py, which
+        plays an hour of input in minutes (the paced input and the virtual speaker follow it)."""
 
     def start(self) -> None:
         if self._t0 is None:
@@ -110,7 +113,7 @@ class SessionClock:
     def now(self) -> float:
         if self._t0 is None:
             return 0.0
-        return asyncio.get_running_loop().time() - self._t0
+        return (asyncio.get_running_loop().time() - self._t0) * self.speed
 
 
 class FileInputTransport(PacedInputTransport):
@@ -161,7 +164,7 @@ class FileOutputTransport(BaseOutputTransport):
         # Block like a sound card whose buffer is full: return once the audio is nearly played.
         ahead = self._cursor - DEVICE_BUFFER_SECS - self._clock.now()
         if ahead > 0:
-            await asyncio.sleep(ahead)
+            await asyncio.sleep(ahead / self._clock.speed)
         return True
 
     def played_secs_since(self, since: float) -> float:

@@ -54,13 +54,14 @@ class PacedInputTransport(BoundedInput, BaseInputTransport):
         loop = asyncio.get_running_loop()
         t0, i = loop.time(), 0
         max_behind = max(1, int(MAX_BUFFER_SECS / BLOCK_SECS))
+        period = BLOCK_SECS / getattr(self._clock, "speed", 1.0)  # wall seconds per block
         while True:
             if self.behind:  # the pipeline has not taken what it got: wait (and drop below if it lasts)
-                await asyncio.sleep(BLOCK_SECS)
+                await asyncio.sleep(period)
             else:
                 await self.tick(i, block, silence)
                 i += 1
-            owed = int((loop.time() - t0) / BLOCK_SECS) - i
+            owed = int((loop.time() - t0) / period) - i
             if self.resync_after_secs is not None and owed * BLOCK_SECS > self.resync_after_secs:
                 t0, i = loop.time(), 0
             elif owed > max_behind:  # drop the oldest blocks owed, keep the newest
@@ -68,7 +69,7 @@ class PacedInputTransport(BoundedInput, BaseInputTransport):
                 i += skip
                 if self.skipping_drops_audio:
                     self.drops.dropped(skip * BLOCK_SECS, "pipeline-behind")
-            delay = t0 + i * BLOCK_SECS - loop.time()
+            delay = t0 + i * period - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
 
