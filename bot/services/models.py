@@ -95,10 +95,27 @@ def resolve_piper_voice(voice: str, voice_dir: str) -> tuple[Path, str]:
     return onnx.parent, onnx.name[: -len(".onnx")]
 
 
-@functools.lru_cache(maxsize=4)
 def load_piper_voice(onnx_path: str):
     """One loaded Piper voice per file and process. onnxruntime runs concurrent calls on one session
-    safely, so every session (and `bot.speech`) shares it: a loaded, warmed voice is ~170 MB."""
-    from piper import PiperVoice
+    safely, so every session (and `bot.speech`) shares it: a loaded, warmed voice is ~170 MB. Its
+    onnxruntime threads come from the CPU plan (bot/cpu.py), not onnxruntime's default (every core)."""
+    from bot.cpu import thread_plan
 
-    return PiperVoice.load(onnx_path)
+    return _piper_voice(onnx_path, thread_plan().onnx)
+
+
+@functools.lru_cache(maxsize=4)
+def _piper_voice(onnx_path: str, threads: int):
+    import json
+
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    with open(f"{onnx_path}.json", encoding="utf-8") as f:  # what PiperVoice.load reads, with our options
+        config = PiperConfig.from_dict(json.load(f))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(onnx_path, sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=config)
