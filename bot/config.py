@@ -76,8 +76,9 @@ class LLMConfig(_Section):
                                                        "a turn never waits for the model to load again.")
     options: dict[str, float | int | bool | str] = Field(
         default_factory=dict, description="ollama: extra model options sent with every request (num_ctx, top_k, "
-                                          "repeat_penalty, ... as in ollama.Options); temperature and "
-                                          "max_tokens (num_predict) come from the keys above.")
+                                          "repeat_penalty, ... as in ollama.Options); temperature, "
+                                          "max_tokens (num_predict) and n_ctx (num_ctx) come from the keys "
+                                          "above.")
 
 
 class TTSConfig(_Section):

@@ -47,6 +47,7 @@ def test_preflight_accepts_a_pulled_chat_model(server, settings_factory):
     ({"llm.model": "nomic-embed-text"}, r"cannot chat \(capabilities: embedding\)"),
     ({"llm.model": ""}, r"llm.model is empty"),
     ({"llm.model": MODEL, "llm.options": {"num_ctxx": 4096}}, r"llm.options has 'num_ctxx'"),
+    ({"llm.model": MODEL, "llm.options": {"num_ctx": 4096}}, r"llm.options.num_ctx: set llm.n_ctx instead"),
 ])
 def test_preflight_fails_in_one_line(server, settings_factory, overrides, message):
     s = settings_factory(**{"llm.provider": "ollama", "llm.base_url": server.url, **overrides})
@@ -77,7 +78,7 @@ def test_cli_stops_in_one_line_when_the_model_is_missing(server, tmp_path):
 
 def test_chat_streams_with_keep_alive_and_options(server, settings_factory):
     s = settings_factory(**{"llm.provider": "ollama", "llm.model": MODEL, "llm.base_url": server.url,
-                            "llm.keep_alive": "-1", "llm.options": {"num_ctx": 4096, "top_k": 20},
+                            "llm.keep_alive": "-1", "llm.options": {"top_k": 20}, "llm.n_ctx": 4096,
                             "llm.temperature": 0.2, "llm.max_tokens": 50})
     client = OllamaChatClient(s.llm)
     before = len(server.chats())

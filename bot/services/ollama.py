@@ -57,13 +57,17 @@ def keep_alive(value: str) -> str | float:
 
 
 def model_options(cfg: LLMConfig) -> dict[str, Any]:
-    """``llm.options`` plus temperature and max_tokens, checked against ``ollama.Options``."""
+    """``llm.options`` plus temperature, max_tokens and n_ctx, checked against ``ollama.Options``."""
     options_type = _ollama().Options
     unknown = sorted(set(cfg.options) - set(options_type.model_fields))
     if unknown:
         raise VoicebotError(f"llm.options has {', '.join(map(repr, unknown))}, which Ollama does not know: use "
                             f"option names such as num_ctx, top_k, top_p, repeat_penalty, seed")
-    merged = {"temperature": cfg.temperature, "num_predict": cfg.max_tokens, **cfg.options}
+    if "num_ctx" in cfg.options:
+        raise VoicebotError("llm.options.num_ctx: set llm.n_ctx instead (the conversation is cut to fit it, and it "
+                            "is sent to Ollama as num_ctx)")
+    # num_ctx = llm.n_ctx: the server's window is the one voicebot cuts the conversation to (bot/context_window.py)
+    merged = {"temperature": cfg.temperature, "num_predict": cfg.max_tokens, "num_ctx": cfg.n_ctx, **cfg.options}
     try:
         return options_type.model_validate(merged).model_dump(exclude_none=True)
     except ValueError as exc:
