@@ -148,6 +148,20 @@ class ServerProcess:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def sessions(self) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            m = re.search(r"^voicebot_sessions (\S+)$", r.read().decode(), re.M)
+        return int(float(m.group(1))) if m else -1
+
+    def wait_idle(self, timeout: float = 60.0) -> float:
+        """Sessions of the previous level close in the background: wait for none to run. Returns the wait."""
+        t0 = time.monotonic()
+        while self.sessions() > 0 and time.monotonic() - t0 < timeout:
+            time.sleep(0.2)
+        return time.monotonic() - t0
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -217,6 +231,10 @@ def main() -> None:
                   f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} before the run", file=sys.stderr)
             rows = []
             for n in args.n:
+                waited = server.wait_idle()
+                if server.sessions() > 0:
+                    print(f"N={n}: {server.sessions()} sessions of the previous level still running after "
+                          f"{waited:.0f} s", file=sys.stderr)
                 row = asyncio.run(run_level(server, n, questions, args.questions, args.seed))
                 rows.append(row)
                 print(f"N={n} done: {row}", file=sys.stderr)

@@ -334,10 +334,24 @@ class VoicebotServer:
             report=f"/report/{live.id}" if live.audit_dir else None,
             models=session.result.models)
 
-        async def until_closed(_tracker: TurnTracker, _task: Any) -> None:
-            await live.transport.closed.wait()
+        async def never(_tracker: TurnTracker, _task: Any) -> None:
+            await asyncio.Event().wait()
 
-        await session.run(until_closed)
+        # The session lives as long as its connection. When the connection ends (the client left, broke a
+        # limit, or the server drains) nobody is listening any more: the pipeline is cancelled rather than
+        # ended gracefully, which would first synthesize the rest of a reply no one will hear (on a busy
+        # CPU, for minutes). Session.run bounds the cancel, records the turn in flight as cut off and
+        # closes the audit log.
+        run = asyncio.create_task(session.run(never), name=f"session-{live.id}")
+        closed = asyncio.create_task(live.transport.closed.wait())
+        try:
+            await asyncio.wait({run, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not run.done():
+                run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
 
     def _attach(self, live: LiveSession, tracker: TurnTracker) -> None:
         transport = live.transport
