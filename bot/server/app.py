@@ -177,6 +177,12 @@ class VoicebotServer:
             await asyncio.sleep(0.05)
 
     async def close(self) -> None:
+        """Stop listening; sessions still running are closed (1001) and given a few seconds to end."""
+        for live in list(self.sessions.values()):
+            await live.transport.close(CloseReason(GOING_AWAY, "server stopped"))
+        deadline = time.monotonic() + 10
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
