@@ -29,6 +29,9 @@ MESSAGE_OVERHEAD = 8
 MARGIN = 16
 """Tokens kept free besides the reply, for the template's prompt start and counting slack."""
 
+REFILL = 0.75
+"""When the oldest turns must go, enough go to bring the prompt down to this fraction of the budget."""
+
 MIN_TURN_TOKENS = 32
 """A persona's prompt must leave at least this much room for the user's turn."""
 
@@ -104,6 +107,8 @@ class Trim:
     kept_messages: int = 0
     tokens: int = 0
     """Tokens of what is sent (system prompt included), by this window's count."""
+    upto: int = 0
+    """Messages before this position are left out (pass it as ``keep_from`` to the next :meth:`fit`)."""
 
     def audit(self, window: ContextWindow, since: int = 0) -> dict[str, Any]:
         """The ``llm.context_trimmed`` record's data (see docs/audit-log.md): the messages newly left out
@@ -145,43 +150,53 @@ class ContextWindow:
                 f"{MARGIN + MIN_TURN_TOKENS} for the turn: shorten system_prompt/style or raise llm.n_ctx "
                 "(to what the model supports)")
 
-    def fit(self, messages: list[Any]) -> tuple[list[Any], Trim]:
+    def fit(self, messages: list[Any], keep_from: int = 0) -> tuple[list[Any], Trim]:
         """``messages`` cut to the window: system messages and the latest turn are kept, the oldest turns
         dropped (a dropped user message takes the replies after it, up to the next user message).
+
+        ``keep_from``: messages before this position were left out of an earlier request and stay out, so
+        the start of the prompt stays the same from one request to the next (llama.cpp and hosted APIs
+        reuse the evaluated prefix). When more must go, the cut goes down to :data:`REFILL` of the budget,
+        so it moves once every few turns rather than on every turn. :attr:`Trim.upto` is the new position.
         Raises :class:`ContextOverflow` when the latest turn alone does not fit."""
         sizes = [self.tokens(m) for m in messages]
         total = self.system_tokens() + sum(sizes)
         trim = Trim()
-        if total <= self.budget:
-            trim.kept_messages, trim.tokens = len(messages), total
-            return list(messages), trim
-        keep = [True] * len(messages)
         last_user = max((i for i, m in enumerate(messages) if role_of(m) == "user"), default=len(messages) - 1)
         # The current turn is the last user message and everything after it, plus user messages right before it.
         turn_start = last_user
         while turn_start > 0 and role_of(messages[turn_start - 1]) == "user":
             turn_start -= 1
-        i = 0
-        while total > self.budget and i < turn_start:
-            if role_of(messages[i]) in ("system", "developer"):
-                i += 1
-                continue
-            # drop message i and the non-user messages that answered it
-            j = i + 1
-            while j < turn_start and role_of(messages[j]) not in ("user", "system", "developer"):
-                j += 1
-            for k in range(i, j):
-                keep[k] = False
-                total -= sizes[k]
-                trim.dropped.append({"role": role_of(messages[k]), "text": message_text(messages[k]),
-                                     "tokens": sizes[k]})
-                trim.indices.append(k)
-                trim.dropped_tokens += sizes[k]
-            i = j
+        keep = [True] * len(messages)
+
+        def drop_until(limit: float, i: int) -> int:
+            nonlocal total
+            while (total > limit or i < min(keep_from, turn_start)) and i < turn_start:
+                if role_of(messages[i]) in ("system", "developer"):
+                    i += 1
+                    continue
+                # drop message i and the non-user messages that answered it
+                j = i + 1
+                while j < turn_start and role_of(messages[j]) not in ("user", "system", "developer"):
+                    j += 1
+                for k in range(i, j):
+                    keep[k] = False
+                    total -= sizes[k]
+                    trim.dropped.append({"role": role_of(messages[k]), "text": message_text(messages[k]),
+                                         "tokens": sizes[k]})
+                    trim.indices.append(k)
+                    trim.dropped_tokens += sizes[k]
+                i = j
+            return i
+
+        i = drop_until(self.budget, 0)  # what was left out before stays out; then only if it does not fit
+        if total > self.budget or (trim.indices and trim.indices[-1] >= keep_from):
+            i = drop_until(self.budget * REFILL, i)
         if total > self.budget:
             raise ContextOverflow(
                 f"this turn does not fit the LLM's context window: {total} tokens with the system prompt, "
                 f"{self.budget} allowed (llm.n_ctx = {self.n_ctx}, llm.max_tokens = {self.reply_tokens})")
         kept = [m for m, k in zip(messages, keep) if k]
         trim.kept_messages, trim.tokens = len(kept), total
+        trim.upto = max(keep_from, trim.indices[-1] + 1 if trim.indices else 0)
         return kept, trim

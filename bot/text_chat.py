@@ -108,10 +108,11 @@ class TextConversation:
         started = time.monotonic()
         turn.t_llm_start = 0.0  # asked (Turn.awaiting_playback); text turns keep their timings in extra_timings
         try:
-            conversation, trim = self.window.fit([*[dict(m) for m in self.context.get_messages()], user_message])
-            if trim.dropped and trim.indices[-1] >= self._reported_upto:
+            conversation, trim = self.window.fit([*[dict(m) for m in self.context.get_messages()], user_message],
+                                                 keep_from=self._reported_upto)
+            if trim.upto > self._reported_upto:
                 self.tracker.emit("llm.context_trimmed", turn=turn.index, **trim.audit(self.window, self._reported_upto))
-                self._reported_upto = trim.indices[-1] + 1
+                self._reported_upto = trim.upto
             messages = [{"role": "system", "content": self.persona.instructions}, *conversation]
             reply, first = await self._complete(messages)
         except Exception as exc:  # network, server, model, too long: one line, the turn is still recorded

@@ -27,7 +27,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
 
 from bot.config import LLMConfig
-from bot.context_window import MESSAGE_OVERHEAD, ContextOverflow, ContextWindow, EstimateCounter
+from bot.context_window import MESSAGE_OVERHEAD, REFILL, ContextOverflow, ContextWindow, EstimateCounter
 from bot.errors import VoicebotError
 from bot.frames import ContextTrimmedFrame, TurnFailedFrame
 from bot.persona import Persona, load_persona
@@ -151,5 +151,10 @@ def test_fit_keeps_the_turn_and_drops_whole_exchanges() -> None:
     assert [m["text"] for m in trim.dropped[:2]] == [msgs[0]["content"], msgs[1]["content"]]
     assert kept == msgs[len(trim.dropped):] and trim.indices == list(range(len(trim.dropped)))
     assert trim.audit(window, since=2)["dropped_messages"] == len(trim.dropped) - 2
+    # The cut goes down to REFILL of the budget, so the next turns keep the same prompt start (prefix cache).
+    assert trim.tokens <= window.budget * REFILL and trim.upto == len(trim.dropped)
+    longer = msgs + [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "and then?"}]
+    kept2, trim2 = window.fit(longer, keep_from=trim.upto)
+    assert kept2[0] is kept[0] and trim2.upto == trim.upto and trim2.audit(window, since=trim.upto)["dropped"] == []
     with pytest.raises(ContextOverflow, match="does not fit"):
         window.fit([{"role": "user", "content": "z" * 3 * (window.budget - MESSAGE_OVERHEAD)}])

@@ -77,11 +77,11 @@ class VoiceLLMService(OpenAILLMService):
         :meth:`push_error` speaks the fallback line (held with the response if it was speculative)."""
         if self.window is not None:
             messages = context.get_messages()
-            kept, trim = self.window.fit(messages)
+            kept, trim = self.window.fit(messages, keep_from=self._reported_upto)
             if trim.dropped:
-                if trim.indices[-1] >= self._reported_upto:
+                if trim.upto > self._reported_upto:
                     await self.push_frame(ContextTrimmedFrame(data=trim.audit(self.window, self._reported_upto)))
-                    self._reported_upto = trim.indices[-1] + 1
+                    self._reported_upto = trim.upto
                 context = LLMContext(messages=kept, tools=context.tools, tool_choice=context.tool_choice)
         return await super().get_chat_completions(context)
 
