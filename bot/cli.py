@@ -489,19 +489,56 @@ def replay(
         _fail(f"the replay had errors: {result.errors[0]}", code=1)
 
 
+VariantModesOpt = Annotated[Optional[list[str]], typer.Option(
+    "--mode", help="A mode to run as its own variant (pipeline, audio-llm, realtime). Repeatable.")]
+VariantsOpt = Annotated[Optional[list[str]], typer.Option(
+    "--variant", help="Another variant: NAME=FILE.toml or 'NAME:key=value;key=value'. Repeatable.")]
+EmbedAudioOpt = Annotated[bool, typer.Option("--audio/--no-audio", help="Embed the replies' audio in the page.")]
+
+
+def _report_dir(out_dir: Path | None, default_root: Path, prefix: str) -> Path:
+    """The folder a comparison or evaluation writes into (default ``ROOT/<prefix><UTC time>``), checked
+    writable before anything runs, then created."""
+    import datetime as dt
+
+    from bot.outputs import check_output_dir
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = check_output_dir(out_dir or default_root / f"{prefix}{stamp}", what="report", setting="--out-dir")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create {target} ({exc.strerror or exc}): pick another --out-dir")
+    return target
+
+
+def _write_comparison(comparison, target: Path, audio: bool, *, turns: bool = False, evaluation=None) -> None:
+    """Write report.html and the JSON, print the tables; exit 1 when no variant ran."""
+    from bot.compare.report import summary_table, turns_table, write_outputs
+    from bot.evals.runner import eval_table
+
+    html_path, json_path = write_outputs(comparison, target, audio=audio, evaluation=evaluation)
+    if turns:
+        typer.echo(turns_table(comparison), nl=False)
+    typer.echo(summary_table(comparison), nl=False)
+    if evaluation is not None:
+        typer.echo(eval_table(evaluation), nl=False)
+    typer.echo(f"report: {html_path}\njson: {json_path}")
+    if not any(r.status == "ok" for r in comparison.variants):
+        _fail("no variant ran: see the reasons above", code=1)
+
+
 @app.command()
 def compare(
     input: Annotated[list[Path], typer.Option("--input", "-i", help="A recording (WAV/FLAC/OGG; a .txt beside it "
                                               "is its reference transcript), a folder of recordings, or an audit "
                                               "session folder (its recorded user turns). Repeatable.")],
-    mode: Annotated[Optional[list[str]], typer.Option("--mode", help="A mode to run as its own variant "
-                                                       "(pipeline, audio-llm, realtime). Repeatable.")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Another variant: NAME=FILE.toml or "
-                                                          "'NAME:key=value;key=value'. Repeatable.")] = None,
+    mode: VariantModesOpt = None,
+    variant: VariantsOpt = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where the report, the JSON and each "
                                                     "variant's audit sessions go (default: "
                                                     "comparisons/<time>).")] = None,
-    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed the replies' audio in the page.")] = True,
+    audio: EmbedAudioOpt = True,
     config: ConfigOpt = None,
     persona: PersonaOpt = None,
     set_: SetOpt = None,
@@ -509,47 +546,31 @@ def compare(
 ) -> None:
     """Run the same audio through several modes/configurations and write one side-by-side report."""
     _setup_logging(verbose)
-    import datetime as dt
-
     from bot.compare.inputs import resolve_inputs
-    from bot.compare.report import summary_table, turns_table, write_outputs
     from bot.compare.runner import BaseConfig, run_comparison
     from bot.compare.variants import build_variants
 
     variants = build_variants(mode, variant)
     items = resolve_inputs(input)
     base = BaseConfig(config=config, overrides=_parse_sets(set_), persona=persona)
-    target = out_dir or Path("comparisons") / dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        (target / ".write-test").write_text("")
-        (target / ".write-test").unlink()
-    except OSError as exc:
-        _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
+    target = _report_dir(out_dir, Path("comparisons"), "")
     typer.echo(f"comparing {len(variants)} variant(s) on {len(items)} input(s) -> {target}", err=True)
     result = run_until_stopped(lambda stop: run_comparison(variants, items, base, target,
                                                            progress=lambda m: typer.echo(m, err=True)))
-    html_path, json_path = write_outputs(result, target, audio=audio)
-    typer.echo(turns_table(result), nl=False)
-    typer.echo(summary_table(result), nl=False)
-    typer.echo(f"report: {html_path}\njson: {json_path}")
-    if not any(r.status == "ok" for r in result.variants):
-        _fail("no variant ran: see the reasons above", code=1)
+    _write_comparison(result, target, audio, turns=True)
 
 
 @app.command("eval")
 def eval_cmd(
     suite: Annotated[str, typer.Argument(help="A suite YAML file, or a shipped suite: audio-understanding, "
                                          "safety, conversation.")],
-    mode: Annotated[Optional[list[str]], typer.Option("--mode", help="A mode to run as its own variant. "
-                                                       "Repeatable (default: the configured mode).")] = None,
-    variant: Annotated[Optional[list[str]], typer.Option("--variant", help="Another variant: NAME=FILE.toml or "
-                                                          "'NAME:key=value;key=value'. Repeatable.")] = None,
+    mode: VariantModesOpt = None,
+    variant: VariantsOpt = None,
     only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only these scenario ids.")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Where the report, the JSON, the scenario "
                                                     "audio and the audit sessions go (default: "
                                                     "evals/<suite>-<time>).")] = None,
-    audio: Annotated[bool, typer.Option("--audio/--no-audio", help="Embed the replies' audio in the page.")] = True,
+    audio: EmbedAudioOpt = True,
     config: ConfigOpt = None,
     persona: PersonaOpt = None,
     set_: SetOpt = None,
@@ -557,12 +578,9 @@ def eval_cmd(
 ) -> None:
     """Run an evaluation suite across variants and report pass rates per variant."""
     _setup_logging(verbose)
-    import datetime as dt
-
-    from bot.compare.report import summary_table, write_outputs
     from bot.compare.runner import BaseConfig
     from bot.compare.variants import Variant, build_variants
-    from bot.evals.runner import eval_table, run_eval
+    from bot.evals.runner import run_eval
     from bot.evals.suite import load_suite
 
     loaded = load_suite(suite)
@@ -574,22 +592,12 @@ def eval_cmd(
     base = BaseConfig(config=config, overrides=_parse_sets(set_), persona=persona)
     variants = build_variants(mode, variant) if (mode or variant) else \
         [Variant(name=_settings(config, persona, None, set_).mode)]
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = out_dir or Path("evals") / f"{loaded.name}-{stamp}"
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _fail(f"cannot write to {target} ({exc.strerror or exc}): pick another --out-dir")
+    target = _report_dir(out_dir, Path("evals"), f"{loaded.name}-")
     typer.echo(f"eval {loaded.name}: {len(loaded.scenarios)} scenario(s) x {len(variants)} variant(s) -> {target}",
                err=True)
     ev = run_until_stopped(lambda stop: run_eval(loaded, variants, base, target,
                                                  progress=lambda m: typer.echo(m, err=True)))
-    html_path, json_path = write_outputs(ev.comparison, target, audio=audio, evaluation=ev)
-    typer.echo(summary_table(ev.comparison), nl=False)
-    typer.echo(eval_table(ev), nl=False)
-    typer.echo(f"report: {html_path}\njson: {json_path}")
-    if not any(r.status == "ok" for r in ev.comparison.variants):
-        _fail("no variant ran: see the reasons above", code=1)
+    _write_comparison(ev.comparison, target, audio, evaluation=ev)
 
 
 @app.command("discord")
