@@ -131,7 +131,8 @@ class VADConfig(_Section):
         "turn_timeout_secs. 0 = off.")
     resume_secs: float = Field(
         default=2.0, ge=0.0, le=5.0, description="silence (pipeline mode): when the turn has ended but the user "
-        "speaks again this soon after their speech ended (a false end of turn), the new speech continues that turn: "
+        "speaks again this soon after their speech ended (on the audio's timeline; a false end of turn), the new "
+        "speech continues that turn: "
         "its answer is withdrawn (cut if it is playing, removed from the LLM context) and the joined turn is answered "
         "once. 0 = off.")
     acoustic_check: Literal["off", "smart-turn"] = Field(

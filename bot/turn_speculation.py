@@ -102,7 +102,11 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         self._ended: tuple[float, str, str] | None = None
         """(monotonic time its speech ended, transcript, speaker) of the last turn that ended."""
         self._speech_ended = 0.0
-        """When the VAD last said the user stopped (monotonic)."""
+        """When the VAD last said the user stopped (:meth:`_clock`)."""
+        self._audio_secs = 0.0
+        """Seconds of input audio that have passed through: the clock of the user's speech. On a loaded CPU
+        frames are processed late and in bursts, so wall-clock gaps between VAD events are not the pauses
+        the user made; the audio between them is."""
         self._speaker = "user"
         """Whose audio comes in now (a multi-speaker transport says so with a SpeakerFrame): only the same
         speaker can continue a turn."""
@@ -130,8 +134,10 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             self._approved = text
 
     async def process_frame(self, frame: Frame) -> ProcessFrameResult:
-        if isinstance(frame, InputAudioRawFrame) and self._acoustic is not None:
-            self._acoustic.append_audio(frame.audio, self._vad_user_speaking)
+        if isinstance(frame, InputAudioRawFrame):
+            self._audio_secs += len(frame.audio) / (2 * frame.sample_rate * frame.num_channels)
+            if self._acoustic is not None:
+                self._acoustic.append_audio(frame.audio, self._vad_user_speaking)
         elif isinstance(frame, SpeakerFrame):
             self._speaker = frame.speaker or "user"
         elif isinstance(frame, BotStartedSpeakingFrame):
@@ -151,7 +157,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
                 self._resuming = False
                 self._drop_withdrawn_answer()
         if isinstance(frame, VADUserStoppedSpeakingFrame):
-            self._speech_ended = time.monotonic()
+            self._speech_ended = self._clock()
         if isinstance(frame, VADUserStoppedSpeakingFrame) and self._acoustic is not None:
             await self._cancel_acoustic()
             self._acoustic_task = self.task_manager.create_task(self._acoustic.analyze_end_of_turn(),
@@ -214,6 +220,10 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         await self.broadcast_frame(FalseInterruptionFrame)
         await self.trigger_user_turn_stopped()  # close the empty turn (nothing is written or answered)
 
+    def _clock(self) -> float:
+        """Seconds on the input audio's timeline, or the monotonic clock where no audio passes here."""
+        return self._audio_secs if self._audio_secs > 0 else time.monotonic()
+
     async def _acoustic_verdict(self) -> str | None:
         """"smart-turn" if the turn analyzer judged the speech so far unfinished, else None."""
         task, self._acoustic_task = self._acoustic_task, None
@@ -268,7 +278,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
             self._acoustic.clear()
         ended, self._ended = self._ended, None
         if ended is not None and self._resume_secs > 0 and ended[2] == self._speaker:
-            gap = time.monotonic() - ended[0]
+            gap = self._clock() - ended[0]
             if gap <= self._resume_secs:
                 # A false end of turn: the user goes on. Broadcast (its upstream copy is pushed at once),
                 # so turn tracking joins the turns before the barge-in that follows cuts the answer.
@@ -285,7 +295,7 @@ class SpeculativeSilenceStop(SpeechTimeoutUserTurnStopStrategy):
         if self._acoustic is not None:
             self._acoustic.clear()
         if self._segments:
-            self._ended = (self._speech_ended or time.monotonic(), self._turn_text, self._speaker)
+            self._ended = (self._speech_ended or self._clock(), self._turn_text, self._speaker)
         self._segments = []
         await super().handle_user_turn_stopped()
 
