@@ -52,7 +52,6 @@ class Models:
         from faster_whisper import WhisperModel
 
         from bot.services import models
-        from bot.speech import _voice
 
         self.policy = policy
         if policy == "after":
@@ -73,7 +72,13 @@ class Models:
             self.whisper = WhisperModel(str(models.whisper_tiny_en().path), device="cpu", compute_type="int8")
             self.plan = f"library defaults (llama.cpp {self.llama.n_threads} threads, one context)"
         folder, voice_id = models.resolve_piper_voice("", "")
-        self.voice = _voice(str(folder / f"{voice_id}.onnx"))
+        onnx = str(folder / f"{voice_id}.onnx")
+        if policy == "after":
+            self.voice = models.load_piper_voice(onnx)  # onnxruntime threads from the plan
+        else:
+            from piper import PiperVoice
+
+            self.voice = PiperVoice.load(onnx)  # onnxruntime's default: every core
 
     def transcribe(self, audio: np.ndarray) -> str:
         def run() -> str:
