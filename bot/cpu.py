@@ -6,8 +6,10 @@ Everything that decides how voicebot uses the cores lives here, in three parts.
 (``stt.cpu_threads``) and onnxruntime (Piper; Silero VAD and Smart-Turn already use one thread) each
 default to "all cores". With several sessions, or several runtimes busy at once, that oversubscribes the
 CPU: on 2 cores, 2 processes made llama.cpp's first token go from ~0.1 s to 1.5 s (issue 11). The plan
-gives each runtime ``cores // min(sessions, cores)`` threads (at least 1), so that ``sessions`` jobs at
-once fill the cores instead of fighting over them. An explicit config value (> 0) always wins::
+gives CTranslate2 and onnxruntime ``cores // min(sessions, cores)`` threads (at least 1), so that
+``sessions`` jobs at once fill the cores instead of fighting over them, and llama.cpp half of that (its
+threads spin-wait for each other, so a descheduled one stalls the rest). An explicit config value (> 0)
+always wins::
 
     plan = thread_plan(sessions=4)             # cores from the process's CPU affinity
     plan.llm, plan.stt, plan.onnx              # -> llama.cpp, CTranslate2, onnxruntime threads
@@ -119,7 +121,11 @@ def thread_plan(sessions: int | None = None, *, cores: int | None = None) -> Thr
     cores = cores or available_cores()
     sessions = max(1, sessions or _sessions)
     per_job = max(1, cores // min(sessions, cores))
-    return ThreadPlan(cores=cores, sessions=sessions, llm=per_job, stt=per_job, onnx=per_job)
+    # llama.cpp's threads wait for each other at every step by spinning: one of them descheduled (other
+    # work, other processes) stalls the rest. Half the share, like llama.cpp's own default (measured on 2
+    # busy cores, one session: first token 437 ms with 1 thread, 4822 ms with 2; benchmarks/cpu.py).
+    llm = max(1, per_job // 2)
+    return ThreadPlan(cores=cores, sessions=sessions, llm=llm, stt=per_job, onnx=per_job)
 
 
 # --- 2. fair scheduling of the shared models ------------------------------------------------------

@@ -40,12 +40,13 @@ import pytest  # noqa: E402
 from bot.cpu import CpuScheduler, ModelPool, Work, session_scope, thread_plan  # noqa: E402
 
 
-@pytest.mark.parametrize("cores,sessions,threads,slots", [(2, 1, 2, 1), (2, 2, 1, 2), (2, 4, 1, 2), (8, 1, 8, 1),
-                                                          (8, 2, 4, 2), (8, 3, 2, 3), (1, 4, 1, 1)])
-def test_thread_plan_fills_the_cores_without_oversubscribing(cores, sessions, threads, slots):
+@pytest.mark.parametrize("cores,sessions,llm,threads,slots", [
+    (2, 1, 1, 2, 1), (2, 2, 1, 1, 2), (2, 4, 1, 1, 2), (8, 1, 4, 8, 1), (8, 2, 2, 4, 2), (8, 3, 1, 2, 3),
+    (1, 4, 1, 1, 1)])
+def test_thread_plan_fills_the_cores_without_oversubscribing(cores, sessions, llm, threads, slots):
     plan = thread_plan(sessions, cores=cores)
-    assert (plan.llm, plan.stt, plan.onnx, plan.slots) == (threads, threads, threads, slots)
-    assert plan.slots * plan.llm <= cores or plan.llm == 1
+    assert (plan.llm, plan.stt, plan.onnx, plan.slots) == (llm, threads, threads, slots)
+    assert plan.slots * plan.stt <= cores or plan.stt == 1
 
 
 def test_explicit_thread_settings_win_over_the_plan():
@@ -54,6 +55,7 @@ def test_explicit_thread_settings_win_over_the_plan():
     settings = Settings.model_validate({"llm": {"n_threads": 3}, "stt": {"cpu_threads": 5}})
     plan = thread_plan(2, cores=8).for_settings(settings)
     assert (plan.llm, plan.stt, plan.onnx) == (3, 5, 4)
+    assert thread_plan(2, cores=8).llm == 2  # without the settings: half of the 4-core share
 
 
 def _job(scheduler, session, order, hold: threading.Event | None = None, started=None):
