@@ -92,9 +92,10 @@ class SessionHooks:
     after the realtime service's input transcription in ``realtime``. A processor passes a transcript on,
     holds it, or drops it; a turn none of whose transcripts pass is not answered (realtime: the server's
     response is never created and the user's item is deleted from its conversation). The turn tracker
-    records every transcript as heard, passed or not. A user turn ends at a frame for which
+    records every transcript as heard, passed or not, and closes a turn held back (``UserTurnHeldFrame`` from
+    the receipt the builder puts after the hooks). A user turn ends at a frame for which
     :func:`bot.frames.ends_user_turn` is true. Other frames (audio included) must be passed on.
-    Needs :attr:`Capabilities.has_transcript`.
+    Needs :attr:`Capabilities.has_transcript`. See docs/modes.md.
 
     ``on_reply_text``: placed on the reply's pieces (``AggregatedTextFrame``) after output moderation and
     before TTS: they see exactly the pieces about to be spoken. A processor may withhold a piece; it must not
