@@ -284,9 +284,10 @@ def config_show(config: ConfigOpt = None, persona: PersonaOpt = None, mode: Mode
                                                    "use.")] = False) -> None:
     """Print the effective config (file < env VOICEBOT_* < flags) as JSON, secrets masked: the sections the
     configured mode uses (--all: every section)."""
+    _setup_logging(False)
+    settings = _settings(config, persona, mode, set_)
     from pipelines import mode_for
 
-    settings = _settings(config, persona, mode, set_)
     shown = settings.public_dict()
     unused = mode_for(settings).capabilities(settings).unused_sections
     if not all_:
@@ -300,15 +301,21 @@ def config_show(config: ConfigOpt = None, persona: PersonaOpt = None, mode: Mode
 @app.command()
 def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) -> None:
     """Which models the configured mode uses: local model files and the package they come from, or the server."""
+    _setup_logging(False)
+    settings = _settings(config, None, mode, set_)
     from bot.persona import load_persona
     from bot.services import models as m
     from bot.services.stt import resolve_stt_model
     from pipelines import mode_for
 
-    settings = _settings(config, None, mode, set_)
     caps = mode_for(settings).capabilities(settings)
     typer.echo(f"mode {settings.mode}")
-    if caps.uses("stt"):
+    if caps.uses("stt") and settings.stt.provider == "openai":
+        from bot.services.stt import OPENAI_STT_MODEL
+
+        typer.echo(f"stt  openai {settings.stt.model or OPENAI_STT_MODEL} at {settings.stt.base_url or 'https://api.openai.com/v1'}"
+                   f" (key from ${settings.stt.api_key_env})")
+    elif caps.uses("stt"):
         stt, stt_desc = resolve_stt_model(settings.stt)
         typer.echo(f"stt  {stt_desc}\n     {stt}")
     if caps.uses("llm"):
@@ -336,9 +343,18 @@ def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) 
         from bot.realtime.client import endpoints
 
         cfg = settings.realtime
-        typer.echo(f"llm  realtime {cfg.model} at {endpoints(cfg.base_url)[2]} (key from ${cfg.api_key_env}); "
-                   f"it hears, transcribes ({cfg.transcription_model}) and speaks")
-    if caps.uses("tts"):
+        if cfg.provider == "gemini":
+            typer.echo(f"llm  realtime gemini {cfg.model} (Live API at {cfg.base_url or 'Google'}, key from "
+                       f"${cfg.api_key_env}); it hears, transcribes and speaks")
+        else:
+            typer.echo(f"llm  realtime {cfg.model} at {endpoints(cfg.base_url)[2]} (key from ${cfg.api_key_env}); "
+                       f"it hears, transcribes ({cfg.transcription_model}) and speaks")
+    if caps.uses("tts") and settings.tts.provider == "openai" and caps.text_checkpoint:
+        from bot.services.tts import OPENAI_TTS_MODEL
+
+        typer.echo(f"tts  openai {settings.tts.model or OPENAI_TTS_MODEL} at "
+                   f"{settings.tts.base_url or 'https://api.openai.com/v1'} (key from ${settings.tts.api_key_env})")
+    elif caps.uses("tts"):
         voice = settings.tts.voice or load_persona(settings.persona).voices.get("piper", "")
         folder, voice_id = m.resolve_piper_voice(voice, settings.tts.voice_dir)
         role = "" if caps.text_checkpoint else " (refusal line and greeting only)"
