@@ -395,7 +395,7 @@ def audit_verify(
     if result.signing:
         typer.echo(f"signed: {result.signing.get('alg')} key id {result.signing.get('id')}: "
                    + (f"{result.signed} of {result.records} signatures valid" if key else "not checked (no key)"))
-    else:
+    elif result.records:
         typer.echo("signed: no (hash chain only: keep the head hash somewhere the log's writer can't change)")
     for warning in result.warnings[:20]:
         typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
