@@ -216,3 +216,61 @@ def test_session_takes_hooks_for_a_server_transport(settings_factory):
 
     stt = next(i for i, p in enumerate(procs) if isinstance(p, STTService))
     assert procs[stt + 1] is gate
+
+
+def test_receipt_gives_realtime_its_verdict_even_through_a_barge_in():
+    """The realtime service waits on the receipt's verdict; a barge-in (InterruptionFrame) while a slow
+    transcript processor works must not lose the transcript or the marker, or the turn would hang unanswered.
+    A turn held back yields UserTurnHeldFrame for turn tracking."""
+    from pipecat.frames.frames import InterruptionFrame
+
+    from bot.frames import UserTurnHeldFrame, UserTurnTranscribedFrame
+    from bot.processors.transcript_receipt import TranscriptReceipt
+    from test_discord_support import run_pipeline
+
+    class SlowGate(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.let_through = True
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, TranscriptionFrame):
+                await asyncio.sleep(0.3)  # a policy thinking
+                if not self.let_through:
+                    return
+            await self.push_frame(frame, direction)
+
+    gate, receipt = SlowGate(), TranscriptReceipt()
+    held: list[Frame] = []
+
+    class After(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, (UserTurnHeldFrame, UserTurnTranscribedFrame)):
+                held.append(frame)
+            await self.push_frame(frame, direction)
+
+    after = After()
+
+    async def body(worker):
+        async def turn(item: str) -> bool:
+            verdict = receipt.expect(item)
+            transcript = TranscriptionFrame(text="Nova, hello", user_id="user", timestamp="")
+            transcript.interruptible = False
+            await worker.queue_frames([transcript, UserTurnTranscribedFrame(item_id=item)])
+            await asyncio.sleep(0.05)
+            await worker.queue_frame(InterruptionFrame())  # the user barges in while the gate is busy
+            return await asyncio.wait_for(verdict, timeout=5)
+
+        first = await turn("item_1")
+        gate.let_through = False
+        second = await turn("item_2")
+        await asyncio.sleep(0.1)
+        return first, second
+
+    first, second = asyncio.run(run_pipeline([gate, receipt, after], body))
+    assert (first, second) == (True, False)
+    assert receipt.held == 1 and [type(f) for f in held] == [UserTurnHeldFrame], \
+        "the markers stay between the service and the receipt; the held turn is announced once"
+
