@@ -25,7 +25,7 @@ from bot.errors import VoicebotError
 from bot.redact import env_names_in, redact, redact_text, watch_env
 from moderation.config import ModerationConfig
 
-Mode = Literal["pipeline", "audio-llm", "realtime"]
+Mode = Literal["pipeline", "audio-llm", "realtime", "interaction"]
 """The one key that picks how the bot hears and speaks. See ``pipelines.build_pipeline``."""
 
 
@@ -189,6 +189,31 @@ class AudioLLMConfig(_Section):
     max_audio_secs: float = Field(default=30.0, gt=0, le=600,
                                   description="Longer user turns are cut to their last this-many seconds.")
     timeout_secs: float = Field(default=30.0, gt=0, description="Per request; no retries (a voice turn can't wait).")
+
+
+class InteractionConfig(_Section):
+    """``mode = "interaction"``: the AudioInteraction model's own streaming server hears the input as it comes,
+    400 ms at a time, and decides itself when to speak (``POST /audio``, ``GET /stream`` server-sent events);
+    its text replies are moderated and spoken by our TTS. See docs/interaction.md."""
+
+    base_url: str = Field(default="http://127.0.0.1:5001",
+                          description="The model's web/server.py (it serves GET /, POST /audio, GET /stream).")
+    chunk_ms: Literal[400] = Field(default=400, description="Chunk posted to /audio: 400 ms of 16 kHz mono "
+                                                            "s16le = 12,800 bytes (fixed by the model).")
+    timeout_secs: float = Field(default=10.0, gt=0, le=120,
+                                description="Per POST /audio (the server runs one model step before it answers).")
+    connect_timeout_secs: float = Field(default=3.0, gt=0, le=60,
+                                        description="Preflight (GET /) and each connection to the server.")
+    reconnect_max_secs: float = Field(default=30.0, gt=0, le=600,
+                                      description="The event stream is reconnected with exponential backoff for "
+                                                  "at most this long before the session reports the server lost.")
+    verdict_wait_secs: float = Field(default=4.0, gt=0, le=30,
+                                     description="With input moderation on, a reply is held until the user's speech "
+                                                 "is approved; a user turn with no verdict this long after it "
+                                                 "ended drops the held reply (fail closed).")
+    transcribe_for_audit: bool = Field(
+        default=True, description="Transcribe the user with the local Whisper STT for the audit log and input "
+                                  "moderation (the model itself gives no transcript).")
 
 
 REALTIME_DEFAULTS = {
@@ -382,6 +407,7 @@ class Settings(BaseSettings):
     audit: AuditConfig = AuditConfig()
     audio_llm: AudioLLMConfig = AudioLLMConfig()
     realtime: RealtimeConfig = RealtimeConfig()
+    interaction: InteractionConfig = InteractionConfig()
     discord: DiscordConfig = DiscordConfig()
     server: ServerConfig = ServerConfig()
     eval: EvalConfig = EvalConfig()

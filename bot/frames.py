@@ -132,3 +132,12 @@ class TurnFailedFrame(DataFrame):
     """The line spoken instead."""
     reported: bool = False
     """The error was already reported with an ErrorFrame (not to be counted twice)."""
+
+
+@dataclass
+class AuditEventFrame(SystemFrame):
+    """A mode's own audit event (e.g. ``interaction.decision``): turn tracking writes ``kind`` with ``data`` to
+    the audit log as it is (the kinds and their fields are documented in docs/audit-log.md)."""
+
+    kind: str = ""
+    data: dict[str, Any] = field(default_factory=dict)

@@ -37,7 +37,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import (BotSentenceFrame, ContextTrimmedFrame, FalseInterruptionFrame, InputRefusedFrame,
+from bot.frames import (AuditEventFrame, BotSentenceFrame, ContextTrimmedFrame, FalseInterruptionFrame, InputRefusedFrame,
                         ModerationVerdictFrame, SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
                         UserTurnHeldFrame)
 
@@ -343,6 +343,9 @@ class TurnTracker(BaseObserver):
         if isinstance(frame, (VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame, BotStartedSpeakingFrame,
                               BotStoppedSpeakingFrame)) and data.direction != FrameDirection.DOWNSTREAM:
             return  # these are broadcast both ways as two frames: count each event once
+        if isinstance(frame, AuditEventFrame):
+            self.emit(frame.kind, **frame.data)
+            return
         if isinstance(frame, SpeakerFrame):
             self.current_speaker = frame.speaker or "user"  # turns that start from now on are theirs
             return

@@ -17,12 +17,14 @@ from pipelines.audio_llm import AudioLLMMode
 from pipelines.base import (BuildContext, BuiltPipeline, Capabilities, Mode, ModeDescription,
                             SessionHooks)
 from pipelines.cascade import PipelineMode
+from pipelines.interaction import InteractionMode
 from pipelines.realtime import RealtimeMode
 
 MODES: dict[ModeName, Mode] = {
     "pipeline": PipelineMode(),
     "audio-llm": AudioLLMMode(),
     "realtime": RealtimeMode(),
+    "interaction": InteractionMode(),
 }
 assert set(MODES) == set(typing.get_args(ModeName)), "every mode in bot.config.Mode needs its Mode object"
 

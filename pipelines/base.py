@@ -33,11 +33,11 @@ from bot.persona import Persona
 from bot.processors.transcript_receipt import TranscriptReceipt
 from bot.turns import EventListener, TurnListener
 
-ConfigSection = Literal["stt", "llm", "tts", "audio_llm", "realtime"]
+ConfigSection = Literal["stt", "llm", "tts", "audio_llm", "realtime", "interaction"]
 """The config sections that only some modes use. Every mode uses the others (vad, transport, audit,
 moderation, discord)."""
 
-MODE_SECTIONS: tuple[ConfigSection, ...] = ("stt", "llm", "tts", "audio_llm", "realtime")
+MODE_SECTIONS: tuple[ConfigSection, ...] = ("stt", "llm", "tts", "audio_llm", "realtime", "interaction")
 
 
 @dataclass(frozen=True)

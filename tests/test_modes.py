@@ -63,7 +63,8 @@ def test_every_mode_has_one_object_with_honest_capabilities(settings_factory):
     assert caps["pipeline"].sections == {"stt", "llm", "tts"}
     assert caps["audio-llm"].sections == {"audio_llm", "stt", "tts"} and not caps["audio-llm"].uses("llm")
     assert caps["realtime"].server_turn_detection and not caps["realtime"].text_checkpoint
-    assert caps["realtime"].unused_sections == ["stt", "llm", "audio_llm"]
+    assert caps["realtime"].unused_sections == ["stt", "llm", "audio_llm", "interaction"]
+    assert caps["interaction"].text_checkpoint and caps["interaction"].sections == {"interaction", "stt", "tts"}
     # audio-llm without Whisper has no transcript and reads no [stt]
     quiet = settings_factory(**{"audio_llm.transcribe_for_audit": False, "moderation.input.enabled": False})
     assert not MODES["audio-llm"].capabilities(quiet).has_transcript

@@ -1,0 +1,96 @@
+"""mode = "interaction" end to end through the file transport, against the local AudioInteraction stand-in.
+
+The real model (a ~12 GB GPU) is not run here: tests/fake_interaction.py speaks its server's protocol
+(POST /audio 204/409, GET /stream server-sent events) and decides by a script. The VAD, Whisper (audit
+transcript, input moderation, and the test's ears), moderation and Piper are the real embedded models.
+"""
+
+import asyncio
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bot.audit import read_session, verify
+from bot.errors import VoicebotError
+from bot.persona import load_persona
+from bot.services.interaction import CHUNK_BYTES, check_server, split_emotion
+from bot.session import run_file
+from conftest import words
+from fake_interaction import FakeInteractionServer, free_port
+
+PERSONA = load_persona("default")
+
+
+def decisions(session):
+    return [r["data"] for r in session.records if r["type"] == "interaction.decision"]
+
+
+def test_the_model_decides_replies_are_moderated_and_spoken_and_every_decision_is_audited(
+        make_speech, settings_factory, transcriber, tmp_path):
+    q = make_speech([(0.3, "Did you see the game last night, Tom?"),
+                     (5.0, "What is the capital of France?"),
+                     (11.0, "Tell me about my neighbour.")], total_secs=17.0)
+    replies = [None,  # people talking among themselves: the model stays silent
+               "\N{SMILING FACE WITH SMILING EYES} Paris is the capital of France.",
+               "You are a stupid worthless idiot."]
+    with FakeInteractionServer(replies, close_first_stream=1.0) as server:
+        s = settings_factory(mode="interaction", **{"interaction.base_url": server.base_url})
+        result = asyncio.run(run_file(s, PERSONA, q, tmp_path / "reply.wav"))
+
+    assert server.errors == [] and result.errors == [], (server.errors, result.errors)
+    assert [d.reply is not None for d in server.decisions] == [False, True, True]
+    assert server.stream_connections >= 2, "the event stream was reconnected after the server closed it"
+    # Every chunk is 400 ms; none was sent twice: chunks refused with 409 while the model wrote are dropped.
+    assert all(len(c) == CHUNK_BYTES for c in server.chunks)
+    assert server.refused >= 1
+    assert len(server.chunks) + server.refused >= 17.0 / 0.4 - 1  # the whole input (and the tail while the bot spoke)
+
+    heard = transcriber(tmp_path / "reply.wav")
+    assert {"capital", "france"} <= set(words(heard)), heard
+    assert not {"stupid", "worthless", "idiot"} & set(words(heard)), heard
+    # Nothing was said to the first stretch of talk (before the second question starts at 5 s).
+    audio, rate = sf.read(str(tmp_path / "reply.wav"), dtype="float32", always_2d=True)
+    assert np.abs(audio[: 5 * rate]).max() < 1e-3
+
+    assert verify(result.audit_dir).ok
+    session = read_session(result.audit_dir)
+    assert session.header["mode"] == "interaction"
+    made = decisions(session)
+    spoke = [d for d in made if d["decision"] == "speak"]
+    silent = [d for d in made if d["decision"] == "silent"]
+    assert len(spoke) == 2 and len(silent) >= 2
+    paris, rude = spoke
+    assert paris["emotion"] == "\N{SMILING FACE WITH SMILING EYES}" and paris["text"].endswith("France.")
+    assert paris["spoken"] and paris["withheld"] is None and paris["dropped_chunks"] >= 1
+    assert 5.0 < paris["start_s"] < 11.0 and paris["end_s"] - paris["start_s"] == pytest.approx(0.4)
+    # Spans, not a record per chunk: they tile the input without overlapping.
+    spans = sorted((d["start_s"], d["end_s"]) for d in made)
+    assert all(a[1] <= b[0] + 1e-6 for a, b in zip(spans, spans[1:]))
+    assert len(made) <= 8
+    # The first stretch of talk sits inside a silent span.
+    assert any(d["start_s"] <= 1.0 and d["end_s"] >= 3.0 for d in silent), silent
+
+    records = [t.summary for t in session.turns]
+    spoken = " ".join(r["spoken"] if isinstance(r["spoken"], str) else " ".join(r["spoken"]) for r in records)
+    assert "\N{SMILING FACE WITH SMILING EYES}" not in spoken and "Paris" in spoken
+    assert any(r["refused"] for r in records), "the unsafe reply was blocked by output moderation"
+    assert rude["text"].startswith("You are a stupid")  # what the model wrote stays on record
+
+
+def test_server_down_is_one_line(settings_factory, tmp_path, make_speech):
+    url = f"http://127.0.0.1:{free_port()}"
+    s = settings_factory(mode="interaction", **{"interaction.base_url": url})
+    with pytest.raises(VoicebotError, match=r"AudioInteraction server .* is unreachable .*interaction.base_url"):
+        check_server(s.interaction)
+    q = make_speech([(0.2, "Hello.")])
+    with pytest.raises(VoicebotError, match="unreachable"):
+        asyncio.run(run_file(s, PERSONA, q, tmp_path / "reply.wav"))
+
+
+def test_leading_emotion_is_split_from_what_is_spoken():
+    assert split_emotion("\N{GRINNING FACE} Hi there") == ("\N{GRINNING FACE}", "Hi there")
+    assert split_emotion("\N{HEAVY BLACK HEART}\N{VARIATION SELECTOR-16}Hello") == ("\N{HEAVY BLACK HEART}\N{VARIATION SELECTOR-16}",
+                                                                              "Hello")
+    assert split_emotion("Hello \N{GRINNING FACE}") == ("", "Hello \N{GRINNING FACE}")
+    assert split_emotion("\N{GRINNING FACE}") == ("\N{GRINNING FACE}", "")
