@@ -71,7 +71,7 @@ class InteractionMode(Mode):
                                                                            s.tts.first_chunk)
         strategies = make_turn_strategies(s.vad, wait_for_transcript=transcribe)
         aggregators = pipeline_aggregators(context, strategies, ctx.hooks, answer_empty_turns=False)
-        model = InteractionService(cfg, input_moderation=bool(check_input))
+        model = InteractionService(cfg, hold_for_verdict=bool(check_input) or bool(ctx.hooks.on_transcript))
         pipeline = Pipeline([
             ctx.transport.input(),
             make_echo_policy(s, ctx.transport),

@@ -19,9 +19,11 @@ posts them in order; it turns the event stream into ``LLMFullResponseStartFrame`
 emoji is not spoken; it is kept in the audit log. The model's decisions are audited as spans
 (``interaction.decision``): a run of chunks it stayed silent through is one record, each reply one record.
 
-With input moderation on (the default), a reply is held until the user speech it may answer has been
-approved: a refusal drops it (the persona's refusal is spoken instead), and no verdict within
-``interaction.verdict_wait_secs`` of the end of that speech drops it too (fail closed).
+With input moderation on (the default) or transcript processors placed (``SessionHooks.on_transcript``, e.g.
+Discord's reply gate), a reply that starts while user speech has no verdict yet is held until it has one:
+approval releases it; a refusal (the persona's refusal is spoken instead) or a turn the processors held back
+drops it, and so does no verdict within ``interaction.verdict_wait_secs`` of the end of that speech (fail
+closed).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_af
 
 from bot.config import InteractionConfig
 from bot.errors import VoicebotError
-from bot.frames import AuditEventFrame, InputRefusedFrame
+from bot.frames import AuditEventFrame, InputRefusedFrame, UserTurnHeldFrame
 
 SAMPLE_RATE = 16000
 CHUNK_BYTES = SAMPLE_RATE * 400 // 1000 * 2  # 12,800
@@ -64,7 +66,8 @@ def server_url(cfg: InteractionConfig) -> str:
 
 def unreachable(cfg: InteractionConfig, exc: BaseException) -> str:
     reason = getattr(exc, "reason", None) or exc
-    return (f"AudioInteraction server {server_url(cfg)} is unreachable ({type(reason).__name__ if not isinstance(reason, str) else reason}): "
+    why = reason if isinstance(reason, str) else type(reason).__name__
+    return (f"AudioInteraction server {server_url(cfg)} is unreachable ({why}): "
             "start the model's web/server.py (it needs a GPU with ~12 GB), or fix interaction.base_url")
 
 
@@ -127,18 +130,20 @@ class _Reply:
     spoken_started: bool = False
     held: list[Frame] | None = None
     """Frames waiting for the input verdict (None: not held)."""
-    withheld: Literal["input-refused", "no-verdict"] | None = None
+    withheld: Literal["input-refused", "held-back", "no-verdict"] | None = None
     dropped_chunks: int = 0
 
 
 class InteractionService(FrameProcessor):
     """Streams the input to the AudioInteraction server and speaks its decisions. See the module docstring."""
 
-    def __init__(self, cfg: InteractionConfig, *, input_moderation: bool, **kwargs) -> None:
+    def __init__(self, cfg: InteractionConfig, *, hold_for_verdict: bool, **kwargs) -> None:
+        """``hold_for_verdict``: input moderation or transcript processors (``SessionHooks.on_transcript``) decide
+        whether the user's speech may be answered; a reply waits for that."""
         super().__init__(**kwargs)
         self._cfg = cfg
         self._url = server_url(cfg)
-        self._hold = input_moderation
+        self._hold = hold_for_verdict
         self._buffer = bytearray()
         self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self._next_index = 0
@@ -177,6 +182,8 @@ class InteractionService(FrameProcessor):
                 return  # the model hears the audio, not the context
             elif isinstance(frame, InputRefusedFrame):
                 await self._resolve("refused")
+            elif isinstance(frame, UserTurnHeldFrame):
+                await self._resolve("held-back")  # a transcript processor let none of it through
             elif isinstance(frame, VADUserStartedSpeakingFrame) and self._hold:
                 self._unresolved, self._unresolved_stop = True, None
             elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._unresolved:
@@ -369,7 +376,7 @@ class InteractionService(FrameProcessor):
 
     # -- input verdict --------------------------------------------------------------------------------
 
-    async def _resolve(self, outcome: Literal["approved", "refused", "no-verdict"]) -> None:
+    async def _resolve(self, outcome: Literal["approved", "refused", "held-back", "no-verdict"]) -> None:
         self._unresolved, self._unresolved_stop = False, None
         reply = self._reply if self._reply is not None else (self._pending_end[0] if self._pending_end else None)
         if reply is None or reply.held is None:
@@ -379,7 +386,8 @@ class InteractionService(FrameProcessor):
             for frame in held:
                 await self.push_frame(frame)
         else:
-            reply.withheld = "input-refused" if outcome == "refused" else "no-verdict"  # nothing of it was pushed
+            # nothing of it was pushed
+            reply.withheld = {"refused": "input-refused", "held-back": "held-back"}.get(outcome, "no-verdict")
         if self._pending_end is not None and self._pending_end[0] is reply:
             _, cut = self._pending_end
             self._pending_end = None
