@@ -326,6 +326,27 @@ class ServerConfig(_Section):
                                           "then close them with 1012 (reconnect).")
 
 
+class AttentionConfig(_Section):
+    """When the bot speaks: whom it answers and which sounds it speaks up about (bot/attention/)."""
+
+    respond_to: Literal["all", "addressed", "relevant"] = Field(
+        default="all", description="all: answer every utterance; addressed: only when the persona's name or a "
+                                   "wake word is said (or as a follow-up right after the bot spoke); relevant: "
+                                   "the LLM decides per utterance, with its reason logged.")
+    follow_up_secs: float = Field(default=8.0, ge=0.0, le=120.0, description="addressed/relevant: after the bot "
+                                  "stopped speaking, this long a reply needs no name.")
+    judge_timeout_secs: float = Field(default=2.0, gt=0.0, le=30.0, description="relevant: the LLM's decision "
+                                      "must come within this; else the bot stays silent.")
+    cues: list[Literal["smoke-alarm", "co-alarm"]] = Field(
+        default_factory=list, description="Sounds the bot warns about unprompted: smoke-alarm (temporal-three), "
+                                          "co-alarm (temporal-four).")
+    cue_repeat_secs: float = Field(default=30.0, ge=1.0, description="The same cue is announced at most once "
+                                                                     "this often while it keeps sounding.")
+    ack_mute_secs: float = Field(default=600.0, ge=0.0, description="After the user acknowledges an alert "
+                                                                   "(\"thanks, I know\"), that cue is not "
+                                                                   "announced for this long.")
+
+
 class EvalConfig(_Section):
     """``voicebot eval``: the optional judge model for open questions (any OpenAI-compatible chat server)."""
 
@@ -410,6 +431,7 @@ class Settings(BaseSettings):
     interaction: InteractionConfig = InteractionConfig()
     discord: DiscordConfig = DiscordConfig()
     server: ServerConfig = ServerConfig()
+    attention: AttentionConfig = AttentionConfig()
     eval: EvalConfig = EvalConfig()
     moderation: ModerationConfig = ModerationConfig()
 

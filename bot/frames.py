@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pipecat.frames.frames import DataFrame, Frame, SystemFrame, UserStoppedSpeakingFrame
 
@@ -141,3 +141,29 @@ class AuditEventFrame(SystemFrame):
 
     kind: str = ""
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttentionDecisionFrame(SystemFrame):
+    """The attention policy (bot/attention/gate.py) decided to answer (``speak``) or not (``silent``) what the
+    user said; turn tracking writes it to the audit log as ``attention.decision``."""
+
+    decision: Literal["speak", "silent"] = "silent"
+    reason: str = "not-addressed"
+    """all | addressed | follow-up | relevant | not-addressed | irrelevant | undecided | acknowledged | empty"""
+    text: str = ""
+    detail: str = ""
+
+
+@dataclass
+class CueAlertFrame(SystemFrame):
+    """The bot heard a sound cue (bot/attention/speaker.py) and is about to say ``text`` unprompted (turn
+    tracking opens a bot-initiated turn for it), or did not say it (``spoken`` False, ``why``). ``onset_s`` and
+    ``detected_s`` are seconds of the input audio the detector heard."""
+
+    cue: str = ""
+    text: str = ""
+    onset_s: float = 0.0
+    detected_s: float = 0.0
+    spoken: bool = True
+    why: str = ""

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.errors import VoicebotError
@@ -51,6 +50,9 @@ class Persona(BaseModel):
     )
     blocklist_regex: list[str] = Field(default_factory=list, description="Regexes, same purpose.")
     wake_words: list[str] = Field(default_factory=list, description="Extra names the bot answers to.")
+    cue_lines: dict[Literal["smoke-alarm", "co-alarm"], str] = Field(
+        default_factory=dict, description="What the bot says when it hears a sound cue (attention.cues); "
+                                          "empty = a plain default warning.")
 
     source: str = Field(default="", exclude=True, description="Where the persona was loaded from.")
     sha256: str = Field(default="", exclude=True, description="SHA-256 of the persona file's bytes.")

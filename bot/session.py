@@ -63,7 +63,9 @@ class Session:
         self.settings = settings
         self.persona = persona
         self.transport = transport
-        self.hooks = hooks or SessionHooks()
+        from bot.attention import with_attention  # noqa: PLC0415 - the attention policy of [attention]
+
+        self.hooks = with_attention(settings, persona, hooks or SessionHooks())
         check_audit(settings)  # before any model loads: a session whose log cannot be written does not start
         self.built: BuiltPipeline = build_pipeline(BuildContext(settings, persona, transport, self.hooks))
         self.clock = AnchoredClock()

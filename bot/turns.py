@@ -37,8 +37,9 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_output import BaseOutputTransport
 
-from bot.frames import (AuditEventFrame, BotSentenceFrame, ContextTrimmedFrame, FalseInterruptionFrame, InputRefusedFrame,
-                        ModerationVerdictFrame, SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
+from bot.frames import (AttentionDecisionFrame, AuditEventFrame, BotSentenceFrame, ContextTrimmedFrame,
+                        CueAlertFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
+                        SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
                         UserTurnHeldFrame)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -108,6 +109,8 @@ class Turn:
     (``{generated, heard, spoken, gap_s}``: ``heard`` whether its audio had started, ``spoken`` the sentences
     played to the end): the turn was continued and answered again as a whole."""
 
+    initiated_by: str | None = None
+    """A turn the bot started on its own, and why (``greeting``, ``cue:smoke-alarm``): it has no user part."""
     resumes: int | None = None
     """This turn's reply is the rest of turn ``resumes``'s answer, which a sound with no words (this turn)
     had cut off: a false interruption."""
@@ -174,7 +177,7 @@ class Turn:
             "turn": self.index,
             "speaker": self.speaker,
             "modality": self.modality,
-            "user": None if self.index == 0 else {
+            "user": None if self.index == 0 or self.initiated_by else {
                 "transcript": self.transcript, "audio": None,
                 "start_s": _r(self.speech_start), "end_s": _r(self.speech_end)},
             "input_verdict": self.input_verdict,
@@ -189,6 +192,7 @@ class Turn:
             "timings": self.timings(),
             "withdrawn": list(self.withdrawn),
             **({"resumes": self.resumes} if self.resumes is not None else {}),
+            **({"initiated_by": self.initiated_by} if self.initiated_by and self.index else {}),
             "errors": list(self.errors),
         }
 
@@ -289,6 +293,19 @@ class TurnTracker(BaseObserver):
         self.turns.append(turn)
         self.current = turn
 
+    def bot_initiated(self, text: str, why: str, t: float) -> Turn:
+        """The bot speaks up on its own (a sound cue): a turn of its own in the same sequence, with no user
+        part, whose reply is ``text``."""
+        if self.current is not None and not self.current.awaiting_playback:
+            self._finish(self.current)
+        self._turn_count += 1
+        turn = Turn(index=self._turn_count, speaker="bot", t_llm_start=t, t_llm_end=t, generated_sentences=[text],
+                    to_speak=[text], initiated_by=why)
+        self.turns.append(turn)
+        self.current = turn
+        self.last_activity = time.monotonic()
+        return turn
+
     def text_turn(self, speaker: str, text: str) -> Turn:
         """A typed turn (:mod:`bot.text_chat`): numbered in the same sequence as the spoken ones. It is not
         tracked from frames; :meth:`finish_text_turn` hands it to the listeners once answered."""
@@ -345,6 +362,19 @@ class TurnTracker(BaseObserver):
             return  # these are broadcast both ways as two frames: count each event once
         if isinstance(frame, AuditEventFrame):
             self.emit(frame.kind, **frame.data)
+            return
+        if isinstance(frame, AttentionDecisionFrame):
+            turn = self.current
+            self.emit("attention.decision", turn=turn.index if turn else None, decision=frame.decision,
+                      reason=frame.reason, text=frame.text, detail=frame.detail,
+                      start_s=_r(turn.speech_start) if turn else None, end_s=_r(turn.speech_end) if turn else None)
+            return
+        if isinstance(frame, CueAlertFrame):
+            t_now = self.session_time(data)
+            turn = self.bot_initiated(frame.text, f"cue:{frame.cue}", t_now) if frame.spoken else None
+            self.emit("attention.cue", turn=turn.index if turn else None, cue=frame.cue, spoken=frame.spoken,
+                      text=frame.text, why=frame.why, onset_s=frame.onset_s, detected_s=frame.detected_s,
+                      t=_r(t_now))
             return
         if isinstance(frame, SpeakerFrame):
             self.current_speaker = frame.speaker or "user"  # turns that start from now on are theirs

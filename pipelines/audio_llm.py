@@ -79,6 +79,7 @@ class AudioLLMMode(Mode):
         pipeline = Pipeline([
             ctx.transport.input(),
             make_echo_policy(s, ctx.transport),
+            *ctx.hooks.on_audio,
             make_vad(s.vad),
             stt,
             *transcript_stage(ctx.hooks)[0],

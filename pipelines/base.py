@@ -101,6 +101,11 @@ class SessionHooks:
     before TTS: they see exactly the pieces about to be spoken. A processor may withhold a piece; it must not
     add words (they would not be moderated). Needs :attr:`Capabilities.text_checkpoint`.
 
+    ``on_audio``: placed on the input audio (``InputAudioRawFrame`` at ``transport.sample_rate``) right after the
+    echo policy, before the VAD, in every mode: what the microphone hears, minus the bot's own voice where the
+    echo policy removes it. A processor must pass every frame on (e.g. the attention cue detectors, which may
+    also push frames for the bot to say: see :attr:`Capabilities.text_checkpoint`).
+
     ``on_turn`` / ``on_event``: called with each finished :class:`~bot.turns.Turn` and with each staged
     ``(kind, data)`` event of the turn tracker (``user.started_speaking``, ``stt.final``, ...).
 
@@ -111,6 +116,7 @@ class SessionHooks:
 
     on_transcript: Sequence[FrameProcessor] = ()
     on_reply_text: Sequence[FrameProcessor] = ()
+    on_audio: Sequence[FrameProcessor] = ()
     on_turn: Sequence[TurnListener] = ()
     on_event: Sequence[EventListener] = ()
     answer_empty_turns: bool = True

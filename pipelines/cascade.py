@@ -148,6 +148,7 @@ class PipelineMode(Mode):
         pipeline = Pipeline([
             ctx.transport.input(),
             make_echo_policy(s, ctx.transport),  # mutes or cleans the mic while the bot speaks (bot/echo.py)
+            *ctx.hooks.on_audio,
             make_vad(s.vad, vad),
             stt,
             *transcript_stage(ctx.hooks)[0],

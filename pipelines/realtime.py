@@ -95,6 +95,7 @@ class RealtimeMode(Mode):
         pipeline = Pipeline([
             ctx.transport.input(),
             make_echo_policy(s, ctx.transport),
+            *ctx.hooks.on_audio,
             make_vad(s.vad),
             service,
             *on_transcript,

@@ -15,7 +15,7 @@ import pytest
 from bot.audit import read_session, verify
 from bot.config import Mode
 from bot.discord.app import DiscordApp, make_client, run_bot
-from bot.discord.policy import ReplyGate
+from bot.attention.gate import AttentionGate as ReplyGate
 from bot.errors import VoicebotError
 from bot.persona import load_persona
 from test_discord_support import FakeVoiceClient, ctx, make_channel, make_guild, member, said, wait_for

@@ -22,14 +22,9 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from bot.config import load_settings
 from bot.discord.audio import SILENT_FRAME, to_discord_frames
 from bot.discord.floor import FloorControl
-from bot.discord.policy import (
-    AccessPolicy,
-    ReplyDecisionFrame,
-    ReplyGate,
-    SpeakerBook,
-    is_addressed,
-    wake_names,
-)
+from bot.attention.gate import AttentionGate as ReplyGate  # Discord's reply gate is the attention gate
+from bot.attention.gate import ReplyDecisionFrame, is_addressed, wake_names
+from bot.discord.policy import AccessPolicy, SpeakerBook
 from bot.errors import VoicebotError
 from bot.frames import SpeakerFrame
 from bot.persona import load_persona

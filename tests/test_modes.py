@@ -17,7 +17,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from typer.testing import CliRunner
 
 from bot.config import Mode as ModeName
-from bot.discord.policy import ReplyGate
+from bot.attention.gate import AttentionGate as ReplyGate
 from bot.errors import VoicebotError
 from bot.frames import ends_user_turn
 from bot.persona import load_persona

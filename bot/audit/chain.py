@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 """Version of the audit-log format written by this voicebot (see docs/audit-log.md)."""
 
 SCHEMA_MAJOR = 1

@@ -23,7 +23,8 @@ from typing import Any
 from bot.config import Settings
 from bot.discord.commands import CommandHandlers, register
 from bot.discord.forget import ForgetResult, forget_speaker
-from bot.discord.policy import AccessPolicy, ReplyGate, SpeakerBook, wake_names
+from bot.attention import attention_gate, wake_names
+from bot.discord.policy import AccessPolicy, SpeakerBook
 from bot.discord.text import TextMessage, fit, read_message
 from bot.errors import VoicebotError
 from bot.persona import Persona, list_personas, load_persona
@@ -170,7 +171,7 @@ class ChannelSession:
             raise VoicebotError(f"discord.respond_to = \"addressed\" needs the user's transcript, which mode "
                                 f"{settings.mode} does not make here: set audio_llm.transcribe_for_audit = "
                                 "true or discord.respond_to = \"all\"")
-        gate = [ReplyGate(cfg.respond_to, wake_names(persona))] if caps.has_transcript else []
+        gate = [attention_gate(settings, persona, cfg.respond_to)] if caps.has_transcript else []
         return SessionHooks(on_transcript=gate, on_turn=tuple(self.app.turn_listeners),
                             answer_empty_turns=cfg.respond_to == "all")
 

@@ -1,38 +1,18 @@
-"""Multi-speaker policy: who is listened to (allow-lists), how speakers are named, who is answered.
+"""Multi-speaker policy: who is listened to (allow-lists) and how speakers are named.
 
 * :class:`AccessPolicy` — allow-lists of guild, voice channel and user ids (empty = no restriction).
 * :class:`SpeakerBook` — a stable label per user for the session: the display name at first sight (kept even
   if they rename; a clash gets `` (2)``), or ``user:<id>``.
-* :func:`is_addressed` — case-insensitive whole-word match of the persona's name or a wake word.
-* :class:`ReplyGate` — a transcript processor (``SessionHooks.on_transcript``: after STT, or after the realtime
-  service's input transcription). It decides per transcript whether the turn is answered (``respond_to = "all"`` answers everything; ``"addressed"`` only transcripts that name
-  the bot). Unanswered transcripts never reach the LLM, but they are still heard: the turn tracker saw
-  them leave STT, so they are in the audit log with no reply. The gate tells the input transport about
-  every decision with an upstream :class:`ReplyDecisionFrame`, so floor control knows a reply is coming.
+
+Who is answered (``discord.respond_to``) is the attention policy every transport shares
+(:class:`bot.attention.gate.AttentionGate`): the same gate as ``[attention]``, placed on the transcript.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pipecat.frames.frames import Frame, SystemFrame, TranscriptionFrame
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-
-from bot.frames import ends_user_turn
-
-RESPOND_TO = ("all", "addressed")
 MAX_LABEL = 64
-
-
-@dataclass
-class ReplyDecisionFrame(SystemFrame):
-    """Upstream, from :class:`ReplyGate` to the input transport: a transcript was heard and will
-    (``reply=True``) or will not be answered."""
-
-    reply: bool = False
-    speaker: str = ""
 
 
 @dataclass
@@ -89,76 +69,3 @@ class SpeakerBook:
 
     def items(self) -> list[tuple[int, str]]:
         return list(self._labels.items())
-
-
-def _name_pattern(name: str) -> re.Pattern[str] | None:
-    words = re.findall(r"\w+", name)
-    if not words:
-        return None
-    # Whole words only ("Nova" matches "hey nova," but not "novas" or "supernova"); any spacing or
-    # punctuation between the words of a multi-word name ("Captain Reed" ~ "captain, reed").
-    return re.compile(r"(?<!\w)" + r"\W+".join(re.escape(w) for w in words) + r"(?!\w)", re.IGNORECASE)
-
-
-def wake_names(persona) -> list[str]:
-    """The names a persona answers to: its name and its wake words."""
-    return [n for n in [persona.name, *persona.wake_words] if n and n.strip()]
-
-
-def is_addressed(text: str, names: Iterable[str]) -> bool:
-    for name in names:
-        pattern = _name_pattern(name)
-        if pattern is not None and pattern.search(text or ""):
-            return True
-    return False
-
-
-class ReplyGate(FrameProcessor):
-    """Lets through the transcripts the bot should answer. See the module docstring.
-
-    Within one user turn, the first addressed transcript also releases the ones held before it ("what time
-    is it ... Nova?"), and later ones pass ("Nova ... what time is it?"). A turn ends at a frame for which
-    :func:`bot.frames.ends_user_turn` holds (the user aggregator's ``UserStoppedSpeakingFrame``, the realtime
-    service's ``UserTurnTranscribedFrame``, or the floor passing to someone else).
-    """
-
-    def __init__(self, respond_to: str, names: Iterable[str], **kwargs) -> None:
-        super().__init__(**kwargs)
-        if respond_to not in RESPOND_TO:
-            raise ValueError(f"respond_to must be one of {', '.join(RESPOND_TO)}, got {respond_to!r}")
-        self.respond_to = respond_to
-        self.names = [n for n in names if n and n.strip()]
-        self._held: list[TranscriptionFrame] = []
-        self._addressed = False
-        self.passed = 0
-        self.dropped = 0
-
-    def _new_turn(self) -> None:
-        self.dropped += len(self._held)
-        self._held = []
-        self._addressed = False
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, TranscriptionFrame) and direction == FrameDirection.DOWNSTREAM:
-            await self._transcript(frame)
-            return
-        if ends_user_turn(frame):
-            self._new_turn()
-        await self.push_frame(frame, direction)
-
-    async def _transcript(self, frame: TranscriptionFrame) -> None:
-        reply = self.respond_to == "all" or self._addressed or is_addressed(frame.text, self.names)
-        if not frame.text.strip():
-            reply = False
-        await self.push_frame(ReplyDecisionFrame(reply=reply, speaker=frame.user_id), FrameDirection.UPSTREAM)
-        if not reply:
-            self._held.append(frame)
-            return
-        self._addressed = True
-        for held in self._held:
-            await self.push_frame(held, FrameDirection.DOWNSTREAM)
-            self.passed += 1
-        self._held = []
-        await self.push_frame(frame, FrameDirection.DOWNSTREAM)
-        self.passed += 1

@@ -17,7 +17,7 @@ and in :mod:`bot.discord`:
   ``InterruptionFrame`` (barge-in) flushes the queue at once; the end of an utterance flushes the
   resampler and zero-pads the last frame.
 * **Floor and pipeline.** The input transport sees the frames pipecat sends upstream (VAD, bot speaking)
-  and the :class:`~bot.discord.policy.ReplyDecisionFrame` of the reply gate, and keeps the floor with its
+  and the :class:`~bot.attention.gate.ReplyDecisionFrame` of the attention gate, and keeps the floor with its
   holder while their turn is being transcribed, answered or played.
 """
 
@@ -46,7 +46,7 @@ from pipecat.transports.base_transport import BaseTransport, TransportParams
 
 from bot.discord.audio import PlaybackQueue, FrameSlicer, UserStream
 from bot.discord.floor import FloorControl
-from bot.discord.policy import ReplyDecisionFrame
+from bot.attention.gate import ReplyDecisionFrame
 from bot.frames import SpeakerFrame
 from bot.transports.file import SessionClock
 from bot.transports.paced import BLOCK_SECS, PacedInputTransport
