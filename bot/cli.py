@@ -339,6 +339,11 @@ def models(config: ConfigOpt = None, mode: ModeOpt = None, set_: SetOpt = None) 
         cfg = settings.audio_llm
         typer.echo(f"llm  audio-in {cfg.model or '(audio_llm.model not set)'} at {server_url(cfg)} "
                    f"(key from ${cfg.api_key_env})")
+    if caps.uses("interaction"):
+        from bot.services.interaction import server_url as interaction_url
+
+        typer.echo(f"llm  AudioInteraction server at {interaction_url(settings.interaction)} (its own weights, "
+                   "~12 GB GPU); it hears the stream and decides when to speak")
     if caps.uses("realtime"):
         from bot.realtime.client import endpoints
 

@@ -6,6 +6,7 @@ transcript, input moderation, and the test's ears), moderation and Piper are the
 """
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -30,25 +31,28 @@ def test_the_model_decides_replies_are_moderated_and_spoken_and_every_decision_i
         make_speech, settings_factory, transcriber, tmp_path):
     q = make_speech([(0.3, "Did you see the game last night, Tom?"),
                      (5.0, "What is the capital of France?"),
-                     (11.0, "Tell me about my neighbour.")], total_secs=17.0)
+                     (11.0, "Tell me about my neighbour."),
+                     (17.0, "You are a stupid idiot.")], total_secs=21.0)
     replies = [None,  # people talking among themselves: the model stays silent
                "\N{SMILING FACE WITH SMILING EYES} Paris is the capital of France.",
-               "You are a stupid worthless idiot."]
+               "You are a stupid worthless idiot.",
+               "Thanks, pleased to meet you, goodbye."]  # answers speech input moderation refuses
     with FakeInteractionServer(replies, close_first_stream=1.0) as server:
         s = settings_factory(mode="interaction", **{"interaction.base_url": server.base_url})
+        threading.Timer(3.0, server.clear_cache).start()
         result = asyncio.run(run_file(s, PERSONA, q, tmp_path / "reply.wav"))
 
     assert server.errors == [] and result.errors == [], (server.errors, result.errors)
-    assert [d.reply is not None for d in server.decisions] == [False, True, True]
+    assert [d.reply is not None for d in server.decisions] == [False, True, True, True]
     assert server.stream_connections >= 2, "the event stream was reconnected after the server closed it"
     # Every chunk is 400 ms; none was sent twice: chunks refused with 409 while the model wrote are dropped.
     assert all(len(c) == CHUNK_BYTES for c in server.chunks)
     assert server.refused >= 1
-    assert len(server.chunks) + server.refused >= 17.0 / 0.4 - 1  # the whole input (and the tail while the bot spoke)
+    assert len(server.chunks) + server.refused >= 21.0 / 0.4 - 1  # the whole input (and the tail while the bot spoke)
 
     heard = transcriber(tmp_path / "reply.wav")
     assert {"capital", "france"} <= set(words(heard)), heard
-    assert not {"stupid", "worthless", "idiot"} & set(words(heard)), heard
+    assert not {"stupid", "worthless", "idiot", "pleased", "goodbye"} & set(words(heard)), heard
     # Nothing was said to the first stretch of talk (before the second question starts at 5 s).
     audio, rate = sf.read(str(tmp_path / "reply.wav"), dtype="float32", always_2d=True)
     assert np.abs(audio[: 5 * rate]).max() < 1e-3
@@ -59,15 +63,18 @@ def test_the_model_decides_replies_are_moderated_and_spoken_and_every_decision_i
     made = decisions(session)
     spoke = [d for d in made if d["decision"] == "speak"]
     silent = [d for d in made if d["decision"] == "silent"]
-    assert len(spoke) == 2 and len(silent) >= 2
-    paris, rude = spoke
+    assert len(spoke) == 3 and len(silent) >= 2
+    paris, rude, to_refused = spoke
+    # The reply to refused speech was never spoken (the refusal was), and the audit says why.
+    assert to_refused["withheld"] == "input-refused" and not to_refused["spoken"], to_refused
+    assert [r["data"]["t"] for r in session.records if r["type"] == "interaction.cache_cleared"] != []
     assert paris["emotion"] == "\N{SMILING FACE WITH SMILING EYES}" and paris["text"].endswith("France.")
     assert paris["spoken"] and paris["withheld"] is None and paris["dropped_chunks"] >= 1
     assert 5.0 < paris["start_s"] < 11.0 and paris["end_s"] - paris["start_s"] == pytest.approx(0.4)
     # Spans, not a record per chunk: they tile the input without overlapping.
     spans = sorted((d["start_s"], d["end_s"]) for d in made)
     assert all(a[1] <= b[0] + 1e-6 for a, b in zip(spans, spans[1:]))
-    assert len(made) <= 8
+    assert len(made) <= 10
     # The first stretch of talk sits inside a silent span.
     assert any(d["start_s"] <= 1.0 and d["end_s"] >= 3.0 for d in silent), silent
 

@@ -157,6 +157,8 @@ class InteractionService(FrameProcessor):
         """Input moderation: user speech began and has no verdict yet."""
         self._unresolved_stop: float | None = None
         self._post_failing = False
+        self._refused: tuple[float, Literal["input-refused", "held-back"]] | None = None
+        """When user speech was last refused or held back: a reply starting soon after answers it."""
         self._pending_end: tuple[_Reply, bool] | None = None
         """A reply that ended while held for the input verdict (and whether it was cut)."""
         self._http: aiohttp.ClientSession | None = None
@@ -309,6 +311,9 @@ class InteractionService(FrameProcessor):
             await self._close_silent(decided)
             self._reply = _Reply(decided_at=decided,
                                  held=[] if self._hold and self._unresolved else None)
+            if self._reply.held is None and self._refused is not None and \
+                    time.monotonic() - self._refused[0] < self._cfg.verdict_wait_secs:
+                self._reply.withheld = self._refused[1]  # the model answers the speech that was just refused
             await self._out(LLMFullResponseStartFrame())
         elif message == END:
             if self._reply is not None:
@@ -378,6 +383,8 @@ class InteractionService(FrameProcessor):
 
     async def _resolve(self, outcome: Literal["approved", "refused", "held-back", "no-verdict"]) -> None:
         self._unresolved, self._unresolved_stop = False, None
+        if outcome in ("refused", "held-back"):
+            self._refused = (time.monotonic(), "input-refused" if outcome == "refused" else "held-back")
         reply = self._reply if self._reply is not None else (self._pending_end[0] if self._pending_end else None)
         if reply is None or reply.held is None:
             return
