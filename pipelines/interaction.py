@@ -75,6 +75,7 @@ class InteractionMode(Mode):
         pipeline = Pipeline([
             ctx.transport.input(),
             make_echo_policy(s, ctx.transport),
+            *ctx.hooks.on_audio,
             make_vad(s.vad),
             *stages,
             *transcript_stage(ctx.hooks)[0],
