@@ -8,7 +8,8 @@
    delay from the alarm's onset, and false alerts per hour.
 2. **Decisions on labelled utterances** (the attention gate on transcripts, as the pipeline feeds it):
    people talking among themselves (IGNORE), speech addressed to the bot by name (RESPOND), follow-ups right
-   after the bot spoke (RESPOND), questions to the room (IGNORE when ``addressed``). Reports accuracy and
+   after the bot spoke (RESPOND), questions to the room and requests without the name (IGNORE for
+   ``addressed``, RESPOND for ``relevant``, which must judge them itself). Reports accuracy and
    unwanted replies per 10 minutes of speech (utterances taken as 3 s each), for ``addressed`` and, with
    ``--relevant``, for ``relevant`` with the embedded LLM as judge.
 3. ``--e2e``: one stream through ``voicebot run --input`` with ``attention.respond_to=addressed`` and the smoke
@@ -49,6 +50,10 @@ ADDRESSED = [
     "What is the capital of Peru, Nova?", "Nova can you tell me a joke?", "Okay Nova, how far is the moon?",
 ]
 FOLLOW_UPS = ["And what about the day after?", "Make it fifteen instead."]
+UNNAMED_REQUESTS = [  # requests for the assistant without its name: relevant answers them, addressed does not
+    "Could you set a timer for ten minutes please?", "Can you tell me how far away the moon is?",
+    "Play some quiet music for the kids.",
+]
 
 
 def cue_table(hours: float) -> None:
@@ -132,13 +137,15 @@ def decision_table(relevant: bool) -> None:
     from bot.persona import load_persona
 
     persona = load_persona("default")
-    labelled = ([(t, False, None) for t in CONVERSATION + ROOM_QUESTIONS] + [(t, True, None) for t in ADDRESSED]
-                + [(t, True, 2.0) for t in FOLLOW_UPS])
     policies = ["addressed"] + (["relevant"] if relevant else [])
     print("## Decisions (attention gate on labelled utterances)\n")
     print("| policy | utterances | correct | unwanted replies | missed | unwanted per 10 min of speech | "
           "decision p50 ms |\n| --- | --- | --- | --- | --- | --- | --- |")
     for policy in policies:
+        # A question to the room is for the bot to answer only when it judges relevance itself.
+        labelled = ([(t, False, None) for t in CONVERSATION] + [(t, policy == "relevant", None) for t in ROOM_QUESTIONS]
+                    + [(t, policy == "relevant", None) for t in UNNAMED_REQUESTS]
+                    + [(t, True, None) for t in ADDRESSED] + [(t, True, 2.0) for t in FOLLOW_UPS])
         judge = None
         if policy == "relevant":
             from bot.attention.gate import llm_judge
