@@ -32,6 +32,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.audio import to_mono  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.persona import load_persona  # noqa: E402
 from bot.session import run_file  # noqa: E402
@@ -141,7 +142,7 @@ def main() -> None:
             result = asyncio.run(run_file(settings, persona, path, reply))
             q_audio, q_rate = sf.read(str(path), dtype="float32", always_2d=True)
             r_audio, r_rate = sf.read(str(reply), dtype="float32")
-            end = voiced_end(q_audio.mean(axis=1), q_rate)
+            end = voiced_end(to_mono(q_audio), q_rate)
             sound = first_sound(r_audio, r_rate, end)
             turn = result.turns[0] if result.turns else None
             t = turn.timings() if turn else {}

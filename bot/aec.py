@@ -3,7 +3,8 @@
 :class:`WebRtcEchoCanceller` is what :mod:`bot.echo`'s ``aec`` policy uses: ``far()`` takes what the
 speaker played, ``near()`` what the microphone heard, and returns it with the echo removed. The audio
 processing itself runs in a child process (:func:`serve`, started with ``python -c``; this module imports
-neither pipecat nor the rest of voicebot, so the child starts in well under a second).
+neither pipecat nor the rest of voicebot but :mod:`bot.audio` (numpy and soxr), so the child starts in well
+under a second).
 
 Why a process: livekit's native runtime (tokio threads in ``liblivekit_ffi.so``) calls into Python from its
 own worker threads (it forwards its log records). One such call that lands while the interpreter is
@@ -27,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soxr
 
+from bot.audio import Resampler, pcm_to_int16
 from bot.errors import VoicebotError
 
 AEC_FRAME_SECS = 0.01
@@ -60,15 +61,10 @@ class _Apm:
         self._delay_ms = delay_ms
         self._far = np.zeros(0, dtype=np.int16)
         self._near = np.zeros(0, dtype=np.int16)
-        self._resamplers: dict[int, soxr.ResampleStream] = {}
+        self._resampler = Resampler(rate)
 
     def far(self, pcm: bytes, rate: int) -> None:
-        samples = np.frombuffer(pcm, dtype="<i2")
-        if rate != self.rate:
-            rs = self._resamplers.get(rate)
-            if rs is None:
-                rs = self._resamplers[rate] = soxr.ResampleStream(rate, self.rate, 1, dtype="int16")
-            samples = rs.resample_chunk(samples)
+        samples = self._resampler.process(pcm_to_int16(pcm), rate)
         self._far = np.concatenate([self._far, samples.astype(np.int16, copy=False)])
         n = self._n
         while len(self._far) >= n:
@@ -77,7 +73,7 @@ class _Apm:
             self._far = self._far[n:]
 
     def near(self, pcm: bytes) -> bytes:
-        self._near = np.concatenate([self._near, np.frombuffer(pcm, dtype="<i2")])
+        self._near = np.concatenate([self._near, pcm_to_int16(pcm)])
         n = self._n
         out = []
         while len(self._near) >= n:

@@ -15,6 +15,7 @@ from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 
+from bot.audio import pcm_to_int16
 from bot.turns import TurnTracker
 
 KEEP_SECS = 600.0
@@ -27,9 +28,7 @@ class _Track:
         self.rate = 0
 
     def add(self, t: float, audio: bytes, rate: int, channels: int) -> None:
-        samples = np.frombuffer(audio, dtype="<i2")
-        if channels > 1:
-            samples = samples.reshape(-1, channels).mean(axis=1).astype("<i2")
+        samples = pcm_to_int16(audio, channels)
         self.rate = rate
         self.chunks.append((t, samples))
         while self.chunks and t - self.chunks[0][0] > KEEP_SECS:

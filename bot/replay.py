@@ -90,7 +90,8 @@ def load_source(original_dir: str | Path, sample_rate: int, *, force: bool = Fal
     no user audio (``audit.store_audio = false``), or when no turn can be replayed.
     """
     import soundfile as sf  # noqa: PLC0415
-    import soxr  # noqa: PLC0415
+
+    from bot.audio import as_mono_float  # noqa: PLC0415
 
     root = Path(original_dir)
     result = verify(root)
@@ -127,15 +128,12 @@ def load_source(original_dir: str | Path, sample_rate: int, *, force: bool = Fal
         except (OSError, RuntimeError, sf.LibsndfileError) as exc:
             skipped.append((view.number, f"user audio {ref.get('file')} unreadable: {exc}"))
             continue
-        mono = audio.mean(axis=1)
-        if rate != sample_rate:
-            mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
         clip_start = None
         if view.start_s is not None:
             from bot.audit_sink import PAD_SECS  # noqa: PLC0415
 
             clip_start = max(0.0, view.start_s - PAD_SECS)
-        segments.append(Segment(view.number, np.clip(mono, -1.0, 1.0).astype(np.float32), str(ref.get("file")),
+        segments.append(Segment(view.number, as_mono_float(audio, rate, sample_rate), str(ref.get("file")),
                                 str(ref.get("sha256")), clip_start, interrupted=view.interrupted))
     for seg, nxt in zip(segments, segments[1:]):
         if seg.clip_start is not None and nxt.clip_start is not None:
@@ -156,11 +154,11 @@ def _make_transport(segments: list[Segment], *, in_rate: int, out_rate: int, max
     """A :class:`~bot.transports.file.FileTransport` whose input plays the segments turn by turn."""
     from pipecat.frames.frames import InputAudioRawFrame  # noqa: PLC0415
 
+    from bot.audio import to_pcm  # noqa: PLC0415
     from bot.transports.file import (  # noqa: PLC0415
         BLOCK_SECS,
         FileInputTransport,
         FileTransport,
-        to_pcm16,
     )
 
     class ReplayInputTransport(FileInputTransport):
@@ -229,7 +227,7 @@ def _make_transport(segments: list[Segment], *, in_rate: int, out_rate: int, max
             if self._buf is not None:
                 chunk = self._buf[self._pos:self._pos + block]
                 self._pos += block
-                pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
+                pcm = to_pcm(np.pad(chunk, (0, block - len(chunk))))
                 if self._pos >= len(self._buf):
                     self._buf = None
                     self._ended_at = now + len(chunk) / self.sample_rate

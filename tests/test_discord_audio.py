@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soxr
 
+from bot.audio import pcm_to_float
 from bot.discord.audio import (
     FRAME_BYTES,
     FRAME_SAMPLES,
@@ -20,7 +21,6 @@ from bot.discord.audio import (
     FrameSlicer,
     PlaybackQueue,
     UserStream,
-    downmix,
     to_discord_frames,
 )
 from bot.transports.discord import DiscordTransport
@@ -228,13 +228,6 @@ def test_resampling_round_trip_48k_stereo_to_16k_mono():
     assert abs(len(back) - len(original)) < 0.05 * rate
 
 
-def test_downmix_averages_the_channels():
-    left = np.full(960, 1000, np.int16)
-    right = np.full(960, -3000, np.int16)
-    pcm = np.stack([left, right], axis=1).reshape(-1).astype("<i2").tobytes()
-    assert np.all(downmix(pcm) == -1000)
-
-
 # --------------------------------------------------------------------------- frames out
 
 
@@ -367,7 +360,7 @@ def test_opus_round_trip_with_libopus():
     decoded = [decoder.decode(p, fec=False) for p in packets]
     assert all(len(d) == FRAME_BYTES for d in decoded)
     assert len(decoder.decode(None, fec=False)) == FRAME_BYTES  # a lost packet is concealed, same size
-    back = downmix(b"".join(decoded)).astype(np.float32) / 32767.0
+    back = pcm_to_float(b"".join(decoded), 2)
     back24 = soxr.resample(back, 48000, rate)
     lag, corr = best_lag_corr(original, back24, 400)
     assert corr > 0.97, corr

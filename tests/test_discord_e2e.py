@@ -13,11 +13,11 @@ import json
 
 import numpy as np
 import pytest
-import soxr
 
+from bot.audio import pcm_to_float, resample
 from bot.audit import read_session, verify
 from bot.discord.app import DiscordApp
-from bot.discord.audio import FRAME_BYTES, downmix
+from bot.discord.audio import FRAME_BYTES
 from bot.persona import load_persona
 from conftest import word_recall
 from test_discord_support import (
@@ -38,7 +38,7 @@ def heard_by_discord(frames: list[bytes]) -> np.ndarray:
     """What listeners in the channel hear: the frames through Opus and back, as 16 kHz mono float."""
     encoder, decoder = discord.opus.Encoder(), discord.opus.Decoder()
     pcm = b"".join(decoder.decode(encoder.encode(f, 960), fec=False) for f in frames)
-    return soxr.resample(downmix(pcm).astype(np.float32) / 32768.0, 48000, 16000)
+    return resample(pcm_to_float(pcm, 2), 48000, 16000)
 
 
 def test_a_spoken_question_is_answered_in_the_channel_then_forgotten(settings_factory, transcriber):

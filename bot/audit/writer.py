@@ -344,7 +344,9 @@ class AuditWriter:
     def _write_audio(self, clip: AudioClip) -> dict[str, Any]:
         import soundfile as sf  # noqa: PLC0415 - only needed when audio is stored
 
-        pcm = _to_int16(clip.samples)
+        from bot.audio import as_int16, to_mono  # noqa: PLC0415
+
+        pcm = as_int16(to_mono(clip.samples))
         rate = int(clip.sample_rate)
         if rate <= 0:
             raise ValueError(f"sample rate must be positive, got {rate}")
@@ -396,21 +398,6 @@ def _put_path(data: dict[str, Any], dotted: str, value: Any) -> None:
             target[part] = nxt
         target = nxt
     target[parts[-1]] = value
-
-
-def _to_int16(samples: Any) -> Any:
-    import numpy as np  # noqa: PLC0415
-
-    arr = np.asarray(samples)
-    if arr.ndim == 2:
-        arr = arr[:, 0] if arr.shape[1] == 1 else arr.mean(axis=1)
-    if arr.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {arr.shape}")
-    if arr.dtype == np.int16:
-        return arr
-    if np.issubdtype(arr.dtype, np.floating):
-        return np.round(np.clip(np.nan_to_num(arr), -1.0, 1.0) * 32767.0).astype(np.int16)
-    raise ValueError(f"audio samples must be int16 or float, got {arr.dtype}")
 
 
 def _sign(sig_fd: int | None, signer: Signer | None, record: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Audio adapters between Discord voice and the pipeline. Pure numpy + soxr: no py-cord, no asyncio.
+"""Audio adapters between Discord voice and the pipeline. Pure numpy and :mod:`bot.audio`: no py-cord, no asyncio.
 
 Discord voice is Opus at 48 kHz stereo in 20 ms packets; py-cord decodes a packet to 3840 bytes of s16le
 PCM (960 samples x 2 channels x 2 bytes). The pipeline hears 16 kHz mono and speaks 24 kHz mono.
@@ -21,7 +21,8 @@ import threading
 from collections import deque
 
 import numpy as np
-import soxr
+
+from bot.audio import Resampler, int16_to_float, pcm_to_int16, to_pcm, upmix
 
 DISCORD_RATE = 48000
 DISCORD_CHANNELS = 2
@@ -39,28 +40,18 @@ VOICE_RMS = 1e-3
 the tail of packet-loss concealment decode to (near) zeros."""
 
 
-def downmix(pcm: bytes, channels: int = DISCORD_CHANNELS) -> np.ndarray:
-    """Interleaved s16le PCM -> int16 mono (the channels averaged)."""
-    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % (2 * channels)], dtype="<i2")
-    if channels == 1:
-        return samples.astype(np.int16)
-    return samples.reshape(-1, channels).astype(np.int32).mean(axis=1).astype(np.int16)
-
-
 def to_discord_frames(samples: np.ndarray, rate: int) -> list[bytes]:
     """Mono audio (float in [-1, 1] or int16) at ``rate`` -> 3840-byte 48 kHz stereo frames, last zero-padded.
 
     A one-shot helper (tests, notices); streaming audio goes through :class:`FrameSlicer`."""
     slicer = FrameSlicer(rate)
-    if samples.dtype != np.int16:
-        samples = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return slicer.feed(samples.tobytes(), rate) + slicer.flush()
+    return slicer.feed(to_pcm(samples), rate) + slicer.flush()
 
 
 def rms(samples: np.ndarray) -> float:
     if not len(samples):
         return 0.0
-    return float(np.sqrt(np.mean(np.square(samples.astype(np.float64) / 32768.0))))
+    return float(np.sqrt(np.mean(np.square(int16_to_float(samples), dtype=np.float64))))
 
 
 class UserStream:
@@ -71,7 +62,7 @@ class UserStream:
 
     def __init__(self, out_rate: int = 16000, *, max_secs: float = 30.0, max_gap_secs: float = 2.0) -> None:
         self.out_rate = out_rate
-        self._resampler = soxr.ResampleStream(DISCORD_RATE, out_rate, 1, dtype="int16", quality="HQ")
+        self._resampler = Resampler(out_rate, DISCORD_RATE)
         self._chunks: deque[np.ndarray] = deque()
         self._buffered = 0
         self._max_samples = int(max_secs * out_rate)
@@ -92,7 +83,7 @@ class UserStream:
 
     def push(self, pcm: bytes, *, timestamp: int | None, arrival: float) -> None:
         """One decoded frame (normally 3840 bytes) with its RTP timestamp and monotonic arrival time."""
-        mono48 = downmix(pcm)
+        mono48 = pcm_to_int16(pcm, DISCORD_CHANNELS)
         if not len(mono48):
             return
         gap = self._gap(len(mono48), timestamp, arrival)
@@ -102,8 +93,8 @@ class UserStream:
         self._credit_secs = 0.0
         if fill:
             self.gap_secs_filled += fill / DISCORD_RATE
-            self._append(self._resampler.resample_chunk(np.zeros(fill, dtype=np.int16)))
-        self._append(self._resampler.resample_chunk(mono48))
+            self._append(self._resampler.process(np.zeros(fill, dtype=np.int16)))
+        self._append(self._resampler.process(mono48))
         self._next_ts = None if timestamp is None else (timestamp + len(mono48)) % RTP_WRAP
         self._next_arrival = arrival + len(mono48) / DISCORD_RATE
         if rms(mono48) > VOICE_RMS:
@@ -205,33 +196,18 @@ class FrameSlicer:
     """
 
     def __init__(self, in_rate: int) -> None:
-        self.in_rate = in_rate
-        self._resampler = self._new_resampler()
+        self._resampler = Resampler(DISCORD_RATE, in_rate)
         self._rest = np.zeros(0, dtype=np.int16)
 
-    def _new_resampler(self):
-        if self.in_rate == DISCORD_RATE:
-            return None
-        return soxr.ResampleStream(self.in_rate, DISCORD_RATE, 1, dtype="int16", quality="HQ")
-
     def feed(self, pcm: bytes, rate: int | None = None, channels: int = 1) -> list[bytes]:
-        if rate is not None and rate != self.in_rate:
-            self.in_rate = rate
-            self._resampler = self._new_resampler()
-        mono = downmix(pcm, channels)
-        if self._resampler is not None:
-            mono = self._resampler.resample_chunk(mono)
+        mono = self._resampler.process(pcm_to_int16(pcm, channels), rate)
         return self._cut(mono, last=False)
 
     def flush(self) -> list[bytes]:
-        tail = np.zeros(0, dtype=np.int16)
-        if self._resampler is not None:
-            tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
-            self._resampler = self._new_resampler()
-        return self._cut(tail, last=True)
+        return self._cut(self._resampler.flush(), last=True)
 
     def reset(self) -> None:
-        self._resampler = self._new_resampler()
+        self._resampler.reset()
         self._rest = np.zeros(0, dtype=np.int16)
 
     def _cut(self, mono48: np.ndarray, *, last: bool) -> list[bytes]:
@@ -241,8 +217,7 @@ class FrameSlicer:
             samples = np.concatenate([samples, np.zeros(whole + FRAME_SAMPLES - len(samples), dtype=np.int16)])
             whole = len(samples)
         self._rest = samples[whole:].copy()
-        stereo = np.repeat(samples[:whole].astype("<i2"), DISCORD_CHANNELS)
-        blob = stereo.tobytes()
+        blob = to_pcm(upmix(samples[:whole], DISCORD_CHANNELS))
         return [blob[i:i + FRAME_BYTES] for i in range(0, len(blob), FRAME_BYTES)]
 
 

@@ -12,9 +12,7 @@ the model's audio), so speaking it costs nothing when it is needed.
 
 from __future__ import annotations
 
-import numpy as np
-import soxr
-
+from bot.audio import resample, to_pcm
 from bot.config import TTSConfig
 from bot.persona import Persona
 from bot.services import models
@@ -34,9 +32,7 @@ def synthesize_pcm24k(text: str, onnx_path: str) -> bytes:
     from bot.speech import synthesize
 
     audio, rate = synthesize(text, onnx_path)
-    if rate != RATE:
-        audio = soxr.resample(audio, rate, RATE, quality="HQ")
-    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return to_pcm(resample(audio, rate, RATE))
 
 
 class RefusalVoice:

@@ -31,8 +31,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import soxr
 from loguru import logger
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -60,6 +58,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.text.base_text_aggregator import TextType
 from pipecat.utils.time import time_now_iso8601
 
+from bot.audio import Resampler, pcm_to_int16, to_pcm
 from bot.config import RealtimeConfig
 from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame, TurnTimingFrame,
                         UserTurnTranscribedFrame)
@@ -163,7 +162,7 @@ class RealtimeService(FrameProcessor):
         self._input = input_gate
         self._output = output_gate
         self._input_rate = input_rate
-        self._resamplers: dict[int, soxr.ResampleStream] = {}
+        self._resampler = Resampler(connector.input_rate)
         self._link: RealtimeLink | None = None
         self._tasks: list[asyncio.Task] = []
         self._turns: asyncio.Queue = asyncio.Queue()
@@ -325,19 +324,10 @@ class RealtimeService(FrameProcessor):
     async def _send_audio(self, frame: InputAudioRawFrame) -> None:
         if self._link is None:
             return  # not connected (yet, or reconnecting): this audio is not heard
-        samples = np.frombuffer(frame.audio, dtype="<i2")
-        if frame.num_channels > 1:
-            samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
-        rate = self._connector.input_rate
-        if frame.sample_rate != rate:
-            rs = self._resamplers.get(frame.sample_rate)
-            if rs is None:
-                rs = self._resamplers[frame.sample_rate] = soxr.ResampleStream(frame.sample_rate, rate, 1,
-                                                                               dtype="int16")
-            samples = rs.resample_chunk(samples)
+        samples = self._resampler.process(pcm_to_int16(frame.audio, frame.num_channels), frame.sample_rate)
         if len(samples):
             try:
-                await self._link.append_audio(samples.astype("<i2").tobytes())
+                await self._link.append_audio(to_pcm(samples))
             except Exception as exc:
                 logger.debug(f"realtime: audio not sent ({type(exc).__name__})")
 

@@ -134,11 +134,12 @@ def encode_audio(pcm: bytes, rate: int, fmt: str) -> str:
     if fmt == "wav":
         data = pcm_to_wav(pcm, rate, 1)
     else:
-        import numpy as np
         import soundfile as sf
 
+        from bot.audio import pcm_to_int16
+
         buf = io.BytesIO()
-        sf.write(buf, np.frombuffer(pcm, dtype="<i2"), rate, format="MP3")
+        sf.write(buf, pcm_to_int16(pcm), rate, format="MP3")
         data = buf.getvalue()
     return base64.b64encode(data).decode("ascii")
 

@@ -15,6 +15,7 @@ from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from bot.audio import pcm_to_float
 from bot.config import STTConfig
 from bot.cpu import SCHEDULER, Work, thread_plan
 from bot.frames import NoWordsFrame
@@ -114,7 +115,7 @@ class VoiceWhisperSTTService(HeardSegments, WhisperSTTService):
     def _transcribe(self, audio: bytes) -> str:
         from faster_whisper.transcribe import get_compression_ratio
 
-        samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
+        samples = pcm_to_float(audio)
         duration = len(samples) / 16000
         features = self._model.feature_extractor(samples)
         text, no_speech = self._decode(features, max(self._window_frames, features.shape[1]), duration)

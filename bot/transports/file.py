@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 from loguru import logger
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame, StartFrame
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from bot.audio import as_mono_float, int16_to_float, pcm_to_int16, to_pcm
 from bot.errors import VoicebotError
 from bot.transports.paced import BLOCK_SECS, PacedInputTransport
 
@@ -82,14 +82,7 @@ def load_audio(path: str | Path, sample_rate: int, *, warn: Callable[[str], None
         message = (f"audio file {path} is truncated or damaged ({broken or 'shorter than its header says'}): "
                    f"answering the {len(data) / rate:.2f} s that could be read of {max(declared, len(data)) / rate:.2f} s")
         (warn or logger.warning)(message)
-    mono = data.mean(axis=1)
-    if rate != sample_rate:
-        mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
-    return np.clip(mono, -1.0, 1.0).astype(np.float32)
-
-
-def to_pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return as_mono_float(data, rate, sample_rate)
 
 
 class SessionClock:
@@ -131,7 +124,7 @@ class FileInputTransport(PacedInputTransport):
         start = i * block
         if start < len(self._samples):
             chunk = self._samples[start:start + block]
-            pcm = to_pcm16(np.pad(chunk, (0, block - len(chunk))))
+            pcm = to_pcm(np.pad(chunk, (0, block - len(chunk))))
         else:
             if not self.input_done.is_set():
                 self.input_done.set()
@@ -154,9 +147,7 @@ class FileOutputTransport(BaseOutputTransport):
         await self.set_transport_ready(frame)
 
     async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
-        samples = np.frombuffer(frame.audio, dtype="<i2")
-        if frame.num_channels > 1:
-            samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
+        samples = pcm_to_int16(frame.audio, frame.num_channels)
         now = self._clock.now()
         start = max(now, self._cursor)
         self.blocks.append((start, samples.copy()))
@@ -177,7 +168,7 @@ class FileOutputTransport(BaseOutputTransport):
         track = np.zeros(int(np.ceil(end * rate)) + 1, dtype=np.float32)
         for t, s in self.blocks:
             i = int(round(t * rate))
-            track[i:i + len(s)] += s.astype(np.float32) / 32768.0
+            track[i:i + len(s)] += int16_to_float(s)
         return np.clip(track, -1.0, 1.0)
 
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import soxr
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -35,6 +34,7 @@ from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
+from bot.audio import Resampler, pcm_to_int16, to_pcm, upmix
 from bot.config import TransportConfig
 from bot.echo import CAPTURED_AT, EchoReference
 from bot.errors import VoicebotError
@@ -222,13 +222,6 @@ class _Stream:
         return f"{self.device.name} (#{self.device.index}, {self.rate} Hz)"
 
 
-def _to_mono(data: bytes, channels: int) -> np.ndarray:
-    samples = np.frombuffer(data, dtype="<i2")
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1).astype(np.int16)
-    return samples
-
-
 class LocalAudioInputTransport(BoundedInput, BaseInputTransport):
     """The microphone: 20 ms blocks from PortAudio, resampled to the pipeline rate, pushed as they come.
 
@@ -246,7 +239,7 @@ class LocalAudioInputTransport(BoundedInput, BaseInputTransport):
         self._ready = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pump_task: asyncio.Task | None = None
-        self._resampler: soxr.ResampleStream | None = None
+        self._resampler: Resampler | None = None
         self._pending = np.zeros(0, dtype=np.int16)
 
     def callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
@@ -269,7 +262,7 @@ class LocalAudioInputTransport(BoundedInput, BaseInputTransport):
             stream = self._transport.mic
             self._loop = asyncio.get_running_loop()
             self._ring.wake = self._wake
-            self._resampler = soxr.ResampleStream(stream.rate, self.sample_rate, 1, dtype="int16", quality="HQ")
+            self._resampler = Resampler(self.sample_rate, stream.rate)
             self._pump_task = self.create_task(self._pump(), name="mic-pump")
             _start(stream, "microphone", "transport.input_device")
         await self.set_transport_ready(frame)
@@ -295,7 +288,7 @@ class LocalAudioInputTransport(BoundedInput, BaseInputTransport):
             captured_at, data = await self._next_block()
             if self._transport.clock.t0 is None:
                 self._transport.clock.start()
-            samples = self._resampler.resample_chunk(_to_mono(data, stream.channels))
+            samples = self._resampler.process(pcm_to_int16(data, stream.channels))
             self._pending = np.concatenate([self._pending, samples])
             while len(self._pending) >= block:
                 chunk, self._pending = self._pending[:block], self._pending[block:]
@@ -345,8 +338,7 @@ class LocalAudioOutputTransport(BaseOutputTransport):
         self._transport = transport
         self._buffer = bytearray()
         self._lock = threading.Lock()
-        self._resampler: soxr.ResampleStream | None = None
-        self._resampler_rate = 0
+        self._resampler: Resampler | None = None
         self.played_secs = 0.0
         """Seconds of non-silent bot audio handed to the device so far."""
 
@@ -361,8 +353,7 @@ class LocalAudioOutputTransport(BaseOutputTransport):
         if len(chunk) < need:
             chunk += bytes(need - len(chunk))
         if stream.channels > 1:
-            mono = np.frombuffer(chunk, dtype="<i2")
-            outdata[:] = np.repeat(mono, stream.channels).tobytes()
+            outdata[:] = to_pcm(upmix(pcm_to_int16(chunk), stream.channels))
         else:
             outdata[:] = chunk
         reference = self._transport.echo_reference
@@ -377,7 +368,8 @@ class LocalAudioOutputTransport(BaseOutputTransport):
         """Drop the speech waiting for the speaker (an interruption)."""
         with self._lock:
             self._buffer.clear()
-        self._resampler = None
+        if self._resampler is not None:
+            self._resampler.reset()
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -394,14 +386,11 @@ class LocalAudioOutputTransport(BaseOutputTransport):
         stream = self._transport.speaker
         if stream.closed:
             return False
-        samples = _to_mono(frame.audio, frame.num_channels)
-        if frame.sample_rate != stream.rate:
-            if self._resampler is None or self._resampler_rate != frame.sample_rate:
-                self._resampler = soxr.ResampleStream(frame.sample_rate, stream.rate, 1, dtype="int16", quality="HQ")
-                self._resampler_rate = frame.sample_rate
-            samples = self._resampler.resample_chunk(samples)
+        if self._resampler is None:
+            self._resampler = Resampler(stream.rate)
+        samples = self._resampler.process(pcm_to_int16(frame.audio, frame.num_channels), frame.sample_rate)
         with self._lock:
-            self._buffer.extend(samples.astype("<i2").tobytes())
+            self._buffer.extend(to_pcm(samples))
         # Block like a sound card whose buffer is full: return once little enough is waiting.
         while not stream.closed:
             ahead = self._buffered_secs() - OUTPUT_AHEAD_SECS
