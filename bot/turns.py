@@ -11,7 +11,6 @@ Staged events (in the spirit of Home Assistant's assist pipeline) are also emitt
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,12 +40,7 @@ from bot.frames import (AttentionDecisionFrame, AuditEventFrame, BotSentenceFram
                         CueAlertFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
                         SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
                         UserTurnHeldFrame)
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+from bot.text_split import split_sentences
 
 
 Modality = Literal["voice", "text"]

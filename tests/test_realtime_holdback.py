@@ -3,28 +3,30 @@
 
 import pytest
 
-from bot.realtime.holdback import ALL_TEXT, Chunker, HoldBack
+from bot.realtime.holdback import ALL_TEXT, HoldBack
+from bot.text_split import TextSplitter
 
 A = b"\x01\x00" * 2400  # 100 ms of pcm16 at 24 kHz
 
 
 def test_chunker_cuts_sentences_as_soon_as_the_delta_ending_one_arrives():
-    c = Chunker("sentence")
+    c = TextSplitter("sentence")
     assert c.feed("Paris is") == []
-    assert c.feed(" the capital.") == ["Paris is the capital."]
+    assert c.feed(" the capital.") == ["Paris is the capital."]  # terminal punctuation at the end of a delta
     assert c.feed(" It is 3") == [] and c.feed(".5 km wide!\" Yes") == ["It is 3.5 km wide!\""]
     assert c.pending == " Yes"
-    assert c.feed("...") == ["Yes..."]  # terminal punctuation at the end of what arrived ends a chunk
-    assert c.feed(" and") == [] and c.flush() == "and" and c.flush() is None
+    assert c.feed("...") == []  # an ellipsis waits: "Yes... and" would go on
+    assert c.feed(" And") == ["Yes..."]
+    assert c.feed(" so") == [] and c.flush() == "And so" and c.flush() is None
 
 
 def test_chunker_clauses_and_word_cap():
-    assert Chunker("clause").feed("Well, I think so; yes.") == ["Well,", "I think so;", "yes."]
-    capped = Chunker("sentence", max_words=3)
+    assert TextSplitter("clause").feed("Well, I think so; yes.") == ["Well,", "I think so;", "yes."]
+    capped = TextSplitter("sentence", max_words=3)
     assert capped.feed("one two three four") == ["one two three"]
     assert capped.flush() == "four"
     with pytest.raises(ValueError):
-        Chunker("word")
+        TextSplitter("word")
 
 
 def test_audio_is_released_up_to_the_last_delta_of_the_sentence_that_passed():

@@ -4,7 +4,7 @@
   user's finished turn; on a block with action ``refuse`` the turn is taken out of the LLM context,
   the LLM is not called, and the persona's refusal line is spoken instead.
 * :class:`OutputModerationGate` sits between the LLM and TTS. It cuts the streamed reply into
-  pieces (sentences; the first may end at a clause break, see :mod:`bot.text_chunks`) and checks
+  pieces (sentences; the first may end at a clause break, see :mod:`bot.processors.reply_chunks`) and checks
   each before passing it to TTS, so piece 1 is spoken while piece 2 is still being generated. A
   blocked piece is never synthesized: it and the rest of that reply are dropped and the refusal
   line is spoken instead. The assistant context aggregator after the output

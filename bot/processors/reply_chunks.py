@@ -1,9 +1,17 @@
-"""Cut the LLM's streamed reply into the pieces TTS speaks (see :mod:`bot.text_chunks`).
+"""Cut the LLM's streamed reply into the pieces TTS speaks (with :class:`bot.text_split.TextSplitter`).
 
 Pipecat's TTS service cuts LLM text into sentences itself. This processor, placed between the LLM
 and TTS, does the cutting instead so the first piece of a reply can end at a clause break; the TTS
 service then speaks each :class:`AggregatedTextFrame` as it comes. The output moderation gate is a
 subclass that checks every piece before passing it on.
+
+Piper synthesizes a whole piece before the first sample comes out, and the output moderation gate checks a
+whole piece before Piper gets it, so the first piece of a reply sets how soon the bot is heard. Sentences are
+the unit everywhere except the first piece: with ``tts.first_chunk = "clause"`` the reply's first piece ends
+at its first clause break once it has at least :data:`FIRST_CLAUSE_MIN_WORDS` words. "Well, as far as I know,
+the capital of France is Paris." is spoken as "Well, as far as I know," then "the capital of France is
+Paris." — each checked before it is spoken. A one- or two-word lead-in ("Sure,") is kept with what follows.
+The rest of the reply is cut at sentence ends, since it is synthesized while the first piece plays.
 """
 
 from __future__ import annotations
@@ -19,13 +27,15 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.text.base_text_aggregator import TextType
 
-from bot.text_chunks import ReplyChunker
+from bot.text_split import Granularity, TextSplitter
+
+FIRST_CLAUSE_MIN_WORDS = 3
 
 
 class ReplyChunks(FrameProcessor):
-    def __init__(self, first_chunk: str = "clause", **kwargs) -> None:
+    def __init__(self, first_chunk: Granularity = "clause", **kwargs) -> None:
         super().__init__(**kwargs)
-        self._chunker = ReplyChunker(first_chunk)
+        self._splitter = TextSplitter("sentence", first=first_chunk, min_words=FIRST_CLAUSE_MIN_WORDS)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -36,7 +46,7 @@ class ReplyChunks(FrameProcessor):
         await self.push_frame(AggregatedTextFrame(text, TextType.SENTENCE))
 
     async def reset(self) -> None:
-        await self._chunker.reset()
+        self._splitter.reset()
 
     async def chunk(self, frame: Frame, direction: FrameDirection) -> None:
         if direction != FrameDirection.DOWNSTREAM:
@@ -45,12 +55,12 @@ class ReplyChunks(FrameProcessor):
             await self.reset()
             await self.push_frame(frame, direction)
         elif isinstance(frame, LLMTextFrame) and not frame.skip_tts:
-            async for aggregation in self._chunker.aggregate(frame.text):
-                await self._piece(aggregation.text)
+            for piece in self._splitter.feed(frame.text):
+                await self._piece(piece)
         elif isinstance(frame, LLMFullResponseEndFrame):
-            rest = await self._chunker.flush()
+            rest = self._splitter.flush()
             if rest is not None:
-                await self._piece(rest.text)
+                await self._piece(rest)
             await self.reset()
             await self.push_frame(frame, direction)
         elif isinstance(frame, InterruptionFrame):

@@ -6,8 +6,10 @@ Pure logic (no I/O, no clock: callers pass ``now`` in seconds), so every rule is
 describes. So:
 
 * each audio delta is stamped with how many transcript deltas had arrived before it;
-* the transcript is cut into chunks (:class:`Chunker`: sentences, or clauses); a chunk is complete when the
-  delta that ends it arrives, and that delta's number is the chunk's ``last_delta``;
+* the transcript is cut into chunks (:class:`~bot.text_split.TextSplitter`: sentences, or clauses); a chunk
+  is complete when the delta that ends it arrives, and that delta's number is the chunk's ``last_delta``
+  (a sentence end at the end of what has arrived counts at once unless what follows could change it:
+  ``Dr.``, ``3.``, ``...``, an open quote);
 * when chunk *k* passes moderation, every held audio delta that arrived *before* chunk *k*'s last delta is
   released; audio that arrived after it waits for the next chunk;
 * once the transcript is complete (:meth:`HoldBack.finish_text`) and every chunk has passed, everything is
@@ -31,72 +33,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from bot.realtime.playout import BYTES_PER_MS
+from bot.text_split import TextSplitter
 
-SENTENCE_ENDS = ".!?…"
-CLAUSE_ENDS = SENTENCE_ENDS + ",;:—"
-_CLOSERS = "\"')]}”’»"
 ALL_TEXT = 1 << 62
 """``last_delta`` of the final chunk: it covers every audio delta of the response."""
-
-
-class Chunker:
-    """Cuts a streamed transcript into the chunks moderation checks.
-
-    A chunk ends at terminal punctuation (``.!?…``; in ``clause`` mode also ``,;:—``), optionally followed by
-    closing quotes or brackets, when followed by whitespace *or by the end of what has arrived so far*:
-    a delta ending in ``France.`` completes its sentence at once (an abbreviation or a decimal split across
-    deltas then makes a shorter chunk, which is checked all the same). With ``max_words`` a chunk is also cut
-    after that many complete words.
-    """
-
-    def __init__(self, granularity: str = "sentence", max_words: int = 0) -> None:
-        if granularity not in ("sentence", "clause"):
-            raise ValueError(f"unknown chunk granularity {granularity!r}: use sentence or clause")
-        self._ends = SENTENCE_ENDS if granularity == "sentence" else CLAUSE_ENDS
-        self._max_words = max_words
-        self._buf = ""
-
-    @property
-    def pending(self) -> str:
-        """Text received that is not yet part of a complete chunk."""
-        return self._buf
-
-    def feed(self, text: str) -> list[str]:
-        """Add a transcript delta; return the chunks it completed (stripped, in order)."""
-        self._buf += text
-        out: list[str] = []
-        while (cut := self._boundary()) is not None:
-            chunk, self._buf = self._buf[:cut], self._buf[cut:]
-            if chunk.strip():
-                out.append(chunk.strip())
-        return out
-
-    def flush(self) -> str | None:
-        """The transcript is complete: whatever is left is the last chunk."""
-        rest, self._buf = self._buf.strip(), ""
-        return rest or None
-
-    def _boundary(self) -> int | None:
-        buf = self._buf
-        for i, ch in enumerate(buf):
-            if ch in self._ends:
-                j = i + 1
-                while j < len(buf) and buf[j] in _CLOSERS:
-                    j += 1
-                if (j == len(buf) or buf[j].isspace()) and buf[:i].strip():
-                    return j
-        if self._max_words:
-            count, in_word = 0, False
-            for i, ch in enumerate(buf):
-                if ch.isspace():
-                    if in_word:
-                        count += 1
-                        in_word = False
-                        if count >= self._max_words:
-                            return i
-                else:
-                    in_word = True
-        return None
 
 
 @dataclass
@@ -170,7 +110,7 @@ class HoldStats:
 class HoldBack:
     """The audio and transcript of one response, and which of its audio may be played."""
 
-    def __init__(self, mode: str = "strict", *, max_lag: float = 1.5, chunker: Chunker | None = None,
+    def __init__(self, mode: str = "strict", *, max_lag: float = 1.5, chunker: TextSplitter | None = None,
                  ordered: bool = True) -> None:
         if mode not in ("strict", "monitor"):
             raise ValueError(f"unknown hold-back mode {mode!r}: use strict or monitor")
@@ -178,7 +118,7 @@ class HoldBack:
         self.ordered = ordered
         """The transcript comes ahead of the audio it covers (OpenAI); else only the whole of it covers audio."""
         self.max_lag = max_lag
-        self.chunker = chunker or Chunker()
+        self.chunker = chunker or TextSplitter()
         self.stats = HoldStats()
         self.text = ""
         self.deltas = 0

@@ -65,9 +65,10 @@ from bot.frames import (BotSentenceFrame, InputRefusedFrame, ModerationVerdictFr
 from bot.persona import Persona
 from bot.processors.transcript_receipt import TranscriptReceipt
 from bot.realtime.client import RATE, RealtimeConnector, RealtimeLink, RealtimeRejected, RealtimeUnavailable
-from bot.realtime.holdback import Chunk, Chunker, HoldBack, Piece
+from bot.realtime.holdback import Chunk, HoldBack, Piece
 from bot.realtime.playout import BYTES_PER_MS, PlayoutLedger, PlayoutMarkFrame
 from bot.realtime.refusal import RefusalVoice, synthesize_pcm24k
+from bot.text_split import TextSplitter
 from moderation import Moderator, StageConfig, Verdict
 
 FRAME_BYTES = 40 * BYTES_PER_MS
@@ -571,7 +572,7 @@ class RealtimeService(FrameProcessor):
         if self._link is None:
             await self.push_error("realtime: not connected, the turn could not be answered")
             return
-        chunker = Chunker(self.cfg.chunk, self.cfg.max_chunk_words)
+        chunker = TextSplitter(self.cfg.chunk, max_words=self.cfg.max_chunk_words)
         r = _Response(n=next(self._counter),
                       hb=HoldBack(self._holdback, max_lag=self.cfg.max_lag_ms / 1000.0, chunker=chunker,
                                   ordered=self._connector.transcript_ordered))
