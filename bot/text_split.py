@@ -55,7 +55,7 @@ _WORD = re.compile(r"\S+(?=\s)")
 _UNDECIDED = -1
 
 
-def _sentence_end(text: str, start: int, end: int, *, final: bool) -> int | None:
+def _sentence_end(text: str, start: int, end: int, *, final: bool, eager: bool = True) -> int | None:
     """Does the punctuation run ``text[start:end]`` end a sentence? The cut offset if it does, ``None`` if not,
     :data:`_UNDECIDED` if that depends on text that has not arrived yet (only when not ``final``)."""
     at_end = end == len(text)
@@ -90,8 +90,8 @@ def _sentence_end(text: str, start: int, end: int, *, final: bool) -> int | None
             return _UNDECIDED
         if continues:
             return None
-    if nxt is None and _open_quote(text[:end]):
-        return _UNDECIDED  # its closing quote may be in the next piece
+    if nxt is None and (not eager or _open_quote(text[:end])):
+        return _UNDECIDED  # its closing quote may be in the next piece (or: wait for the next piece anyway)
     return end
 
 
@@ -100,13 +100,13 @@ def _open_quote(text: str) -> bool:
     return text.count('"') % 2 == 1 or sum(text.count(q) for q in OPEN_QUOTES) > closed
 
 
-def _cuts(text: str, granularity: Granularity, final: bool) -> list[tuple[int, bool]]:
+def _cuts(text: str, granularity: Granularity, final: bool, eager: bool = True) -> list[tuple[int, bool]]:
     """(offset, is a sentence end) of every place ``text`` may be cut, in order."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}: use sentence or clause")
     cuts: dict[int, bool] = {}
     for m in _END_RUN.finditer(text):
-        cut = _sentence_end(text, m.start(), m.end(), final=final)
+        cut = _sentence_end(text, m.start(), m.end(), final=final, eager=eager)
         if cut is not None and cut != _UNDECIDED:
             cuts[cut] = True
     if granularity == "clause":
@@ -141,10 +141,12 @@ class TextSplitter:
     :meth:`reset` (a reply's first piece may end at a clause so it is heard sooner; default: ``granularity``).
     ``min_words``: a clause break cuts only a piece of at least this many words (sentence ends always cut).
     ``max_words``: cut after that many complete words even without punctuation (0: never).
+    ``eager``: a sentence end at the end of what has arrived cuts at once where nothing that may follow could
+    change it (realtime hold-back: audio waits for its text); otherwise it waits for the next character.
     """
 
     def __init__(self, granularity: Granularity = "sentence", *, first: Granularity | None = None,
-                 min_words: int = 1, max_words: int = 0) -> None:
+                 min_words: int = 1, max_words: int = 0, eager: bool = True) -> None:
         for g in (granularity, first or granularity):
             if g not in GRANULARITIES:
                 raise ValueError(f"unknown granularity {g!r}: use sentence or clause")
@@ -152,6 +154,7 @@ class TextSplitter:
         self.first: Granularity = first or granularity
         self.min_words = min_words
         self.max_words = max_words
+        self.eager = eager
         self._buf = ""
         self._cut_any = False
 
@@ -185,7 +188,7 @@ class TextSplitter:
     def _next_cut(self) -> int | None:
         buf = self._buf
         granularity = self.granularity if self._cut_any else self.first
-        cut = next((c for c, sentence in _cuts(buf, granularity, final=False)
+        cut = next((c for c, sentence in _cuts(buf, granularity, final=False, eager=self.eager)
                     if sentence or len(buf[:c].split()) >= self.min_words), None)
         if self.max_words:
             words = _WORD.findall(buf, 0, cut if cut is not None else len(buf))

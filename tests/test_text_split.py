@@ -106,3 +106,10 @@ def test_only_the_first_piece_of_each_reply_may_be_a_clause():
         rest = splitter.flush()  # the end of a reply: the next one starts afresh
         assert rest is None
     assert pieces == ["One two three,", "four five.", "Six seven eight, nine.", "Ten eleven twelve;", "thirteen."]
+
+
+def test_not_eager_waits_for_the_next_character_after_every_sentence_end():
+    s = TextSplitter(eager=False)
+    assert s.feed("Paris is the capital.") == []
+    assert s.feed(" It") == ["Paris is the capital."]
+    assert s.feed(" is big!") == [] and s.flush() == "It is big!"

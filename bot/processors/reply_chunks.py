@@ -35,7 +35,10 @@ FIRST_CLAUSE_MIN_WORDS = 3
 class ReplyChunks(FrameProcessor):
     def __init__(self, first_chunk: Granularity = "clause", **kwargs) -> None:
         super().__init__(**kwargs)
-        self._splitter = TextSplitter("sentence", first=first_chunk, min_words=FIRST_CLAUSE_MIN_WORDS)
+        # Not eager: a sentence end waits for the next token, as pipecat's own aggregator does (a reply whose
+        # last piece went to TTS before LLMFullResponseEndFrame ended its TTS context with no audio).
+        self._splitter = TextSplitter("sentence", first=first_chunk, min_words=FIRST_CLAUSE_MIN_WORDS,
+                                      eager=False)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
