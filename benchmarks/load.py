@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soxr
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bot.audio import resample  # noqa: E402
 from bot.server.client import VoiceClient  # noqa: E402
 from bot.speech import synthesize  # noqa: E402
 
@@ -57,7 +57,7 @@ REPLY_TIMEOUT_SECS = 60.0
 
 def speech(text: str) -> np.ndarray:
     audio, rate = synthesize(text)
-    audio = soxr.resample(audio, rate, 16000).astype(np.float32)
+    audio = resample(audio, rate, 16000).astype(np.float32)
     # Up to the last voiced sample (-45 dBFS in 10 ms frames): voice-to-voice starts there.
     frames = len(audio) // 160
     energy = [float(np.sqrt(np.mean(audio[i * 160:(i + 1) * 160] ** 2)) + 1e-9) for i in range(frames)]

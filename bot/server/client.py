@@ -25,6 +25,8 @@ from pipecat.frames.frames import (
 )
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
+from bot.audio import float_to_int16, int16_to_float, pcm_to_int16, resample, to_pcm
+
 BLOCK_SECS = 0.02
 JITTER_BUFFER_SECS = 0.1
 """Like any network audio player, the client starts a reply this long after its first frame arrives, so
@@ -73,11 +75,7 @@ class ClientLog:
         end = max(p.start + len(p.samples) / p.rate for p in self.played)
         out = np.zeros(int((end - t0) * rate) + 1, dtype=np.float32)
         for p in self.played:
-            s = p.samples.astype(np.float32) / 32768.0
-            if p.rate != rate:
-                import soxr
-
-                s = soxr.resample(s, p.rate, rate)
+            s = resample(int16_to_float(p.samples), p.rate, rate)
             i = int(round((p.start - t0) * rate))
             out[i:i + len(s)] += s[: len(out) - i]
         return out
@@ -133,13 +131,13 @@ class VoiceClient:
     async def send_audio(self, samples: np.ndarray, rate: int = 16000) -> None:
         """Stream float32 mono ``samples`` in 20 ms frames at real-time pace."""
         block = int(rate * BLOCK_SECS)
-        pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
+        pcm = float_to_int16(samples)
         start = time.monotonic()
         for i, at in enumerate(range(0, len(pcm), block)):
             chunk = pcm[at:at + block]
             if len(chunk) < block:
                 chunk = np.pad(chunk, (0, block - len(chunk)))
-            if not await self.send_frame(OutputAudioRawFrame(audio=chunk.tobytes(), sample_rate=rate, num_channels=1)):
+            if not await self.send_frame(OutputAudioRawFrame(audio=to_pcm(chunk), sample_rate=rate, num_channels=1)):
                 return
             delay = start + (i + 1) * BLOCK_SECS - time.monotonic()
             if delay > 0:
@@ -176,9 +174,7 @@ class VoiceClient:
     def _on_message(self, frame) -> None:
         now = self.now()
         if isinstance(frame, InputAudioRawFrame):
-            samples = np.frombuffer(frame.audio, dtype="<i2")
-            if frame.num_channels > 1:
-                samples = samples.reshape(-1, frame.num_channels).mean(axis=1).astype("<i2")
+            samples = pcm_to_int16(frame.audio, frame.num_channels)
             self.log.arrivals.append(now)
             dry = now - self._cursor
             new_reply = now - self._last_arrival >= REPLY_GAP_SECS or self._cursor == 0
