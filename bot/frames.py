@@ -22,16 +22,29 @@ class ModerationVerdictFrame(SystemFrame):
     """output: the sentence's position in the reply (0-based)."""
 
 
+SentenceFate = Literal["spoken", "blocked", "dropped", "withheld", "posted"]
+
+
 @dataclass
 class BotSentenceFrame(SystemFrame):
-    """One sentence the LLM generated, and what became of it: "spoken" (sent to TTS), "blocked" by
-    moderation, or "dropped" because an earlier sentence of the same reply was blocked."""
+    """One sentence (reply piece) the LLM generated, and what became of it: "spoken" (sent to TTS), "blocked"
+    by moderation, "dropped" because an earlier sentence of the same reply was blocked, or "withheld" because
+    it restates the persona's instructions (:mod:`bot.prompt_leak`; ``reason`` says why); "posted" is a text
+    turn's reply sentence (:mod:`bot.text_chat`)."""
 
     index: int = 0
     text: str = ""
-    fate: str = "spoken"
+    fate: SentenceFate = "spoken"
     spoken_instead: str = ""
     """blocked: the line spoken in its place (the persona's refusal)."""
+    reason: str = ""
+    """withheld: why it was not said."""
+
+
+@dataclass
+class ReplyWithheldFrame(SystemFrame):
+    """A reply ended with every piece of it withheld (:mod:`bot.prompt_leak`): nothing of it will be played,
+    so its turn is over."""
 
 
 @dataclass

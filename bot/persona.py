@@ -35,8 +35,10 @@ class Persona(BaseModel):
         description="Spoken when a turn cannot be answered (the model failed or the turn is too long).",
     )
     style: str = Field(
-        default="Answer in one to three short spoken sentences. No lists, no markdown, no emoji.",
-        description="Appended to the system prompt: how replies should sound when spoken.",
+        default="Keep every answer to one to three short spoken sentences, without lists, markdown or emoji.",
+        description="Appended to the system prompt: how replies should sound when spoken. One or two plain "
+                    "sentences of direction; a run of rule fragments ('no lists, no markdown') is what a small "
+                    "model repeats instead of answering. Never spoken: see bot/prompt_leak.py.",
     )
     voices: dict[str, str] = Field(
         default_factory=dict,

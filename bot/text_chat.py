@@ -29,8 +29,10 @@ from bot.errors import VoicebotError
 from bot.persona import Persona
 from bot.processors.moderation import check_text
 from bot.context_window import ContextOverflow
+from bot.prompt_leak import PromptLeakGuard
 from bot.services.llm import ChatClient, context_window, make_chat_client
-from bot.turns import Turn, TurnTracker, split_sentences
+from bot.text_split import split_sentences
+from bot.turns import Turn, TurnTracker
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class TextConversation:
         mod = settings.moderation
         self._input = build_moderator(mod.input, mod, name="input") if mod.input.enabled else None
         self._output = build_moderator(mod.output, mod, name="output") if mod.output.enabled else None
+        self._guard = PromptLeakGuard.for_persona(persona)  # the persona's instructions are never posted
         self._lock = asyncio.Lock()  # one text turn at a time; the context grows in order
 
     def describe(self) -> dict[str, str]:
@@ -134,6 +137,12 @@ class TextConversation:
         for index, sentence in enumerate(sentences):
             if turn.refused:  # the rest of the reply after a blocked sentence is dropped, like speech before TTS
                 self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="dropped")
+                continue
+            leak = self._guard.check(sentence)
+            if leak is not None:
+                turn.withheld.append({"index": index, "text": sentence, "reason": leak.reason})
+                self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="withheld",
+                                  reason=leak.reason)
                 continue
             if self._output is not None:
                 verdict = await check_text(self._output, sentence, "bot", self.persona)

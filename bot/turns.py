@@ -38,7 +38,7 @@ from pipecat.transports.base_output import BaseOutputTransport
 
 from bot.frames import (AttentionDecisionFrame, AuditEventFrame, BotSentenceFrame, ContextTrimmedFrame,
                         CueAlertFrame, FalseInterruptionFrame, InputRefusedFrame, ModerationVerdictFrame,
-                        SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
+                        ReplyWithheldFrame, SpeakerFrame, TurnFailedFrame, TurnResumedFrame, TurnTimingFrame,
                         UserTurnHeldFrame)
 from bot.text_split import split_sentences
 
@@ -95,6 +95,8 @@ class Turn:
     input_verdict: dict[str, Any] | None = None
     output_verdicts: list[dict[str, Any]] = field(default_factory=list)
     generated_sentences: list[str] = field(default_factory=list)
+    withheld: list[dict[str, Any]] = field(default_factory=list)
+    """Pieces not said because they restate the persona's instructions: ``{index, text, reason}``."""
     errors: list[str] = field(default_factory=list)
     extra_timings: dict[str, float] = field(default_factory=dict)
     """Timings reported by a stage with a TurnTimingFrame (e.g. realtime hold-back), in ms."""
@@ -177,6 +179,7 @@ class Turn:
             "input_verdict": self.input_verdict,
             "generated": self.generated,
             "output_verdicts": self.output_verdicts,
+            "withheld": list(self.withheld),
             "spoken": self.spoken_text,
             "interrupted": self.interrupted,
             "refused": self.refused,
@@ -491,8 +494,14 @@ class TurnTracker(BaseObserver):
                 if frame.fate == "blocked":
                     turn.refused = True
                     turn.to_speak.append(frame.spoken_instead)
+                if frame.fate == "withheld":
+                    turn.withheld.append({"index": frame.index, "text": frame.text, "reason": frame.reason})
             self.emit("llm.sentence", turn=turn.index if turn else None, index=frame.index, text=frame.text,
-                      fate=frame.fate)
+                      fate=frame.fate, **({"reason": frame.reason} if frame.reason else {}))
+        elif isinstance(frame, ReplyWithheldFrame):
+            turn = self._answering()
+            if turn is not None and turn.t_bot_start is None and not turn.refused:
+                self._finish(turn)  # nothing of the reply may be said: the turn is over
         elif isinstance(frame, TurnResumedFrame):
             if data.direction == FrameDirection.UPSTREAM:  # broadcast as two frames: count it once
                 self._resume(frame)

@@ -20,6 +20,7 @@ from moderation.config import ModerationConfig
 from bot.persona import Persona
 from bot.processors.moderation import InputModerationGate, OutputModerationGate, SpeculationHost
 from bot.processors.reply_chunks import ReplyChunks
+from bot.prompt_leak import PromptLeakGuard
 from bot.echo import make_echo_policy
 from bot.preflight import check_audio_servers, check_chat_llm
 from bot.services.llm import make_llm
@@ -85,21 +86,22 @@ def make_moderation_gates(cfg: ModerationConfig, persona: Persona, first_chunk: 
     """(processors before the LLM, processors after it, description).
 
     A disabled input stage adds nothing; after the LLM there is always one processor that cuts the
-    reply into the pieces TTS speaks (``tts.first_chunk``), and it checks them when output moderation
-    is on."""
+    reply into the pieces TTS speaks (``tts.first_chunk``), withholds a piece that restates the persona's
+    instructions (:mod:`bot.prompt_leak`), and checks the rest when output moderation is on."""
     from moderation import build_moderator
 
     before, after, desc = [], [], []
+    guard = PromptLeakGuard.for_persona(persona)
     if cfg.input.enabled:
         before.append(InputModerationGate(build_moderator(cfg.input, cfg, name="input"), cfg.input, persona,
                                           speculation=speculation))
         desc.append(f"input: {'+'.join(cfg.input.backends) or 'none'} ({cfg.input.action})")
     if cfg.output.enabled:
         after.append(OutputModerationGate(build_moderator(cfg.output, cfg, name="output"), cfg.output, persona,
-                                          first_chunk))
+                                          first_chunk, guard=guard))
         desc.append(f"output: {'+'.join(cfg.output.backends) or 'none'} ({cfg.output.action})")
     else:
-        after.append(ReplyChunks(first_chunk))
+        after.append(ReplyChunks(first_chunk, guard=guard))
     return before, after, "; ".join(desc) or "off"
 
 

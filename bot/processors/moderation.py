@@ -153,7 +153,6 @@ class OutputModerationGate(ReplyChunks):
         self._moderator = moderator
         self._stage = stage
         self._persona = persona
-        self._index = 0
         self._blocked = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -166,7 +165,6 @@ class OutputModerationGate(ReplyChunks):
 
     async def reset(self) -> None:
         await super().reset()
-        self._index = 0
         self._blocked = False
 
     async def piece(self, text: str) -> None:
