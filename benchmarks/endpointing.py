@@ -45,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.audio import resample, to_mono  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.persona import load_persona  # noqa: E402
 from bot.session import run_file  # noqa: E402
@@ -110,7 +110,7 @@ def speak(text: str, engine: str) -> np.ndarray:
             audio, rate = sf.read(f.name, dtype="float32")
     else:
         audio, rate = synthesize(text)
-    return soxr.resample(audio, rate, RATE).astype(np.float32) if rate != RATE else audio
+    return resample(audio, rate, RATE).astype(np.float32, copy=False)
 
 
 def voiced_spans(samples: np.ndarray, rate: int) -> tuple[float, float] | None:
@@ -157,7 +157,7 @@ def measure(label: str, path: Path, spans: list[tuple[float, float]], settings, 
     started = time.monotonic()
     result = asyncio.run(run_file(settings, persona, path, reply))
     audio, rate = sf.read(str(reply), dtype="float32", always_2d=True)
-    onsets = bot_onsets(audio.mean(axis=1), rate)
+    onsets = bot_onsets(to_mono(audio), rate)
     v2v = []
     for _, end in spans:
         after = [o for o in onsets if o >= end]
@@ -275,7 +275,7 @@ def main() -> None:
                 jobs.append(("synthesized", f"{item.label} ({item.engine})", path, build(item, path)))
         for i, path in enumerate(args.real):
             audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-            span = voiced_spans(audio.mean(axis=1), rate)
+            span = voiced_spans(to_mono(audio), rate)
             jobs.append(("real", path.name, path, [span] if span else []))
         for n, (kind, label, path, spans) in enumerate(jobs):
             row = measure(label, path, spans, settings, persona, tmp)

@@ -14,7 +14,8 @@ import pytest
 from bot.audit import read_session, verify
 from bot.errors import VoicebotError
 from bot.persona import load_persona
-from bot.realtime.holdback import Chunker, HoldBack
+from bot.realtime.holdback import HoldBack
+from bot.text_split import TextSplitter
 from bot.session import run_file
 from conftest import word_recall, words
 
@@ -136,11 +137,11 @@ def test_unordered_transcript_needs_the_whole_transcript():
         (second,) = hb.add_text("You are an idiot.", 0.3)
         return second, hb.passed(first, 0.4)
 
-    _, released = feed(HoldBack("strict", chunker=Chunker()))
+    _, released = feed(HoldBack("strict", chunker=TextSplitter()))
     assert sum(len(p.pcm) for p in released) == 400  # ordered rule: sentence 2's audio released unchecked
-    _, released = feed(HoldBack("strict", chunker=Chunker(), ordered=False))
+    _, released = feed(HoldBack("strict", chunker=TextSplitter(), ordered=False))
     assert released == []
-    hb = HoldBack("strict", chunker=Chunker(), ordered=False)
+    hb = HoldBack("strict", chunker=TextSplitter(), ordered=False)
     second, _ = feed(hb)
     assert hb.finish_text(0.5) == [] and hb.release(0.5) == []  # the transcript is complete, not all passed
     assert sum(len(p.pcm) for p in hb.passed(second, 0.6)) == 400  # all of it once everything passed

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from bot.audio import as_mono_float, resample
 from bot.errors import VoicebotError
 from bot.evals.suite import Noise, Scenario, Utterance, Voice
 
@@ -31,7 +31,7 @@ def _tool(name: str, package: str) -> str:
 
 
 def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
-    return audio if rate == RATE else soxr.resample(audio, rate, RATE, quality="HQ").astype(np.float32)
+    return resample(audio, rate, RATE).astype(np.float32, copy=False)
 
 
 def speak(line: Voice) -> np.ndarray:
@@ -98,7 +98,7 @@ def _turn_audio(turn: Utterance, base: Path) -> tuple[np.ndarray, str | None]:
             data, rate = sf.read(path, dtype="float32", always_2d=True)
         except (OSError, RuntimeError) as exc:
             raise VoicebotError(f"eval recording {path} could not be read ({exc})") from None
-        return _resample(data.mean(axis=1), rate), None
+        return as_mono_float(data, rate, RATE), None
     return speak(Voice(say=turn.say or "", voice=turn.voice, speed=turn.speed, pitch=turn.pitch)), turn.say
 
 
