@@ -45,12 +45,10 @@ def transcriber():
 
     def transcribe(path_or_samples, start: float = 0.0, end: float | None = None) -> str:
         if isinstance(path_or_samples, (str, Path)):
-            audio, rate = sf.read(str(path_or_samples), dtype="float32", always_2d=True)
-            audio = audio.mean(axis=1)
-            if rate != 16000:
-                import soxr
+            from bot.audio import as_mono_float
 
-                audio = soxr.resample(audio, rate, 16000)
+            audio, rate = sf.read(str(path_or_samples), dtype="float32", always_2d=True)
+            audio = as_mono_float(audio, rate, 16000)
         else:
             audio = path_or_samples
         audio = audio[int(start * 16000): None if end is None else int(end * 16000)]
@@ -78,10 +76,9 @@ def make_speech(tmp_path, piper):
         end = max(s + len(a) / r for s, a, r in clips) + 0.5
         track = np.zeros(int((total_secs or end) * out_rate), dtype=np.float32)
         for start, audio, r in clips:
-            if r != out_rate:
-                import soxr
+            from bot.audio import resample
 
-                audio = soxr.resample(audio, r, out_rate)
+            audio = resample(audio, r, out_rate)
             i = int(start * out_rate)
             track[i:i + len(audio)] += audio[: len(track) - i]
         if channels > 1:

@@ -88,8 +88,10 @@ def test_a_restating_piece_is_withheld_not_played_and_audited(make_speech, setti
 
 def test_a_reply_that_is_all_instructions_says_nothing_and_its_turn_ends(make_speech, settings_factory, tmp_path):
     script = ["Answer in one to three short spoken sentences. Plain words only: no lists, no markdown."]
-    q = make_speech([(0.4, "What colour is the sky?"), (5.0, "And the grass?")])
-    s = settings_factory(**{"llm.provider": "scripted", "llm.script": script, "moderation.output.enabled": False})
+    q = make_speech([(0.4, "What colour is the sky?"), (7.0, "And the grass?")])
+    # vad.resume_secs 0: the second question is a turn of its own even if the first ended late (a loaded CPU)
+    s = settings_factory(**{"llm.provider": "scripted", "llm.script": script, "moderation.output.enabled": False,
+                            "vad.resume_secs": 0.0})
     result = _run(s, q, tmp_path / "reply.wav")
 
     assert [t.spoken_text for t in result.turns] == ["", ""], [t.summary() for t in result.turns]
