@@ -145,14 +145,13 @@ def session(models: Models, index: int, rounds: int, clips: list[np.ndarray], ou
 
 
 def questions() -> list[np.ndarray]:
-    import soxr
-
+    from bot.audio import resample
     from bot.speech import synthesize
 
     clips = []
     for q in QUESTIONS:
         audio, rate = synthesize(q)
-        clips.append(soxr.resample(audio, rate, 16000).astype(np.float32))
+        clips.append(resample(audio, rate, 16000).astype(np.float32))
     return clips
 
 

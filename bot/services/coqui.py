@@ -25,6 +25,7 @@ import numpy as np
 from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.tts_service import TTSService
 
+from bot.audio import to_pcm
 from bot.config import TTSConfig
 from bot.cpu import SPEECH_FIRST
 from bot.errors import VoicebotError
@@ -157,8 +158,7 @@ class CoquiTTSService(TTSService):
             kwargs["language_name"] = self._voice.language
         with self._lock:
             wav = self._synth.tts(text, **kwargs)
-        samples = np.clip(np.asarray(wav, dtype=np.float32), -1.0, 1.0)
-        return (samples * 32767).astype("<i2").tobytes()
+        return to_pcm(np.asarray(wav, dtype=np.float32))
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
         async def audio():
