@@ -12,8 +12,8 @@ them when, after dropping filler words (articles, pronouns, forms of "be"),
 
 * at least half of its word pairs are word pairs of the instructions, and at least two are
   ("no lists, no markdown"), or
-* a third of its word pairs are word pairs of the instructions that hold a *style word* ("Clear name: no
-  lists,": a reply's first piece may be that short), or
+* a third of its word pairs are word pairs of the instructions made of *style words* (or "no") only ("Clear
+  name: no lists,": a reply's first piece may be that short; "the answer is one" is not), or
 * a short piece (up to three words) is one of those word pairs ("Plain words."), or
 * at least three of its style words make 60 % of its longer words ("No lists, markdown, emoji or
   code.").
@@ -77,6 +77,7 @@ class PromptLeakGuard:
         prompt_words = {w for s in prompt_sentences for w in content_words(s)}
         self._style_words = {w for w in content_words(style) if len(w) >= LONG_WORD and not w.isdigit()} - \
             prompt_words
+        self._rule_words = self._style_words | {"no"}
 
     @classmethod
     def for_persona(cls, persona: Persona) -> PromptLeakGuard:
@@ -90,7 +91,7 @@ class PromptLeakGuard:
         words = content_words(text)
         pairs = _pairs(words)
         shared = pairs & self._pairs
-        strong = [p for p in shared if p[0] in self._style_words or p[1] in self._style_words]
+        strong = [p for p in shared if set(p) <= self._rule_words and set(p) & self._style_words]
         if shared and (len(shared) >= MIN_SHARED_PAIRS and len(shared) >= MIN_PAIR_SHARE * len(pairs)
                        or strong and len(strong) >= STRONG_PAIR_SHARE * len(pairs)
                        or len(words) <= 3 and len(pairs) == len(shared)):

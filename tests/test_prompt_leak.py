@@ -51,7 +51,8 @@ def test_restatements_are_recognised_and_answers_are_not():
                "The moon is about 384,000 kilometres away.", "Short answer: yes.", "Sure, here is a joke.",
                "You can write a list with one item per line.", "Three plus four is seven."],
         reed: ["Arr, the sky be blue, matey.", "I be a kind old pirate, and helpful too!",
-               "Captain Reed at yer service.", "Short and sweet, ye say? Aye.", "The sea be wide and deep."],
+               "Captain Reed at yer service.", "Short and sweet, ye say? Aye.", "The sea be wide and deep.",
+               "Text answer one."],
     }
     for g, texts in answers.items():
         for text in texts:
