@@ -48,7 +48,7 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.audio import resample, to_mono  # noqa: E402
+from bot.audio import float_to_int16, resample, to_mono, to_pcm  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.persona import load_persona  # noqa: E402
 from bot.session import run_file  # noqa: E402
@@ -205,7 +205,7 @@ async def smart_turn(analyzer, audio: np.ndarray) -> str:
 
     analyzer.clear()
     end = voiced_spans(audio, RATE)[1]
-    pcm = (np.clip(audio[: int((end + 0.2) * RATE)], -1, 1) * 32767).astype(np.int16)
+    pcm = float_to_int16(audio[: int((end + 0.2) * RATE)])
     block = RATE // 50
     for i in range(0, len(pcm), block):
         chunk = pcm[i:i + block]
@@ -230,8 +230,7 @@ def judge_finished(n: int, settings) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, path in _latency.make_questions(n, Path(tmp), None):
             audio, rate = sf.read(str(path), dtype="float32")
-            audio = soxr.resample(audio, rate, RATE) if rate != RATE else audio
-            text = stt.transcribe_pcm((np.clip(audio, -1, 1) * 32767).astype(np.int16).tobytes())
+            text = stt.transcribe_pcm(to_pcm(resample(audio, rate, RATE)))
             judgement = judge(text)
             verdict, reason = judgement.completion.value, judgement.reason
             if acoustic is not None and not judgement.unfinished:

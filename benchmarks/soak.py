@@ -41,14 +41,13 @@ def rss_mb() -> float:
 
 
 def build_input(minutes: float, every: float, rate: int) -> np.ndarray:
-    import soxr
-
+    from bot.audio import resample
     from bot.speech import synthesize
 
     clips = []
     for q in QUESTIONS:
         audio, r = synthesize(q)
-        clips.append(soxr.resample(audio, r, rate).astype(np.float32))
+        clips.append(resample(audio, r, rate).astype(np.float32))
     track = np.zeros(int(minutes * 60 * rate), dtype=np.float32)
     for k, start in enumerate(np.arange(1.0, minutes * 60 - every, every)):
         clip = clips[k % len(clips)]

@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soxr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -43,6 +42,7 @@ def main() -> None:
     from loguru import logger
 
     logger.remove()
+    from bot.audio import resample, to_pcm
     from bot.config import load_settings
     from bot.persona import load_persona
     from bot.speech import synthesize
@@ -52,14 +52,14 @@ def main() -> None:
     speech = []
     for q in QUESTIONS:
         audio, rate = synthesize(q)
-        speech.append(soxr.resample(audio, rate, 16000).astype(np.float32))
+        speech.append(resample(audio, rate, 16000).astype(np.float32))
     rows = []
 
     # VAD
     from pipecat.audio.vad.silero import SileroVADAnalyzer
 
     vad = SileroVADAnalyzer(sample_rate=16000)
-    pcm = (np.concatenate(speech) * 32767).astype("<i2").tobytes()
+    pcm = to_pcm(np.concatenate(speech))
     chunk = vad.num_frames_required() * 2
     secs = len(pcm) / 32000
     spent, _ = measure(lambda: [vad.voice_confidence(pcm[i:i + chunk]) for i in range(0, len(pcm) - chunk, chunk)])
@@ -70,8 +70,8 @@ def main() -> None:
 
     stt, _ = make_stt(settings.stt)
     stt._load()
-    stt.transcribe_pcm((speech[0] * 32767).astype("<i2").tobytes())  # warm
-    costs = [measure(stt.transcribe_pcm, (s * 32767).astype("<i2").tobytes())[0] for s in speech]
+    stt.transcribe_pcm(to_pcm(speech[0]))  # warm
+    costs = [measure(stt.transcribe_pcm, to_pcm(s))[0] for s in speech]
     rows.append((f"STT (Whisper tiny.en), per question ({np.mean([len(s) for s in speech]) / 16000:.1f} s)",
                  float(np.mean(costs)) * 1000, "ms CPU"))
 
