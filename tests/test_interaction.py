@@ -7,6 +7,7 @@ transcript, input moderation, and the test's ears), moderation and Piper are the
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -101,3 +102,27 @@ def test_leading_emotion_is_split_from_what_is_spoken():
                                                                               "Hello")
     assert split_emotion("Hello \N{GRINNING FACE}") == ("", "Hello \N{GRINNING FACE}")
     assert split_emotion("\N{GRINNING FACE}") == ("\N{GRINNING FACE}", "")
+
+
+def test_server_lost_mid_session_is_one_line_each_and_the_session_ends(settings_factory, tmp_path):
+    q = tmp_path / "quiet.wav"
+    sf.write(str(q), np.zeros(16000 * 5, dtype="int16"), 16000)
+    server = FakeInteractionServer([None]).__enter__()
+    s = settings_factory(mode="interaction", **{"interaction.base_url": server.base_url,
+                                                "interaction.reconnect_max_secs": 1.0})
+
+    def stop_after_two_chunks():
+        deadline = time.monotonic() + 60
+        while len(server.chunks) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.__exit__(None, None, None)
+
+    threading.Thread(target=stop_after_two_chunks, daemon=True).start()
+    result = asyncio.run(run_file(s, PERSONA, q, tmp_path / "reply.wav"))
+
+    assert server.chunks, "chunks were heard before the server went away"
+    # One line for the posts (not one per chunk), one for the event stream that could not come back.
+    assert len(result.errors) == 2, result.errors
+    assert "unreachable" in result.errors[0] and "could not be reconnected" in result.errors[1]
+    assert all("\n" not in e and "Traceback" not in e for e in result.errors)
+    assert verify(result.audit_dir).ok
