@@ -59,6 +59,7 @@ def main() -> None:
     from pipecat.audio.vad.silero import SileroVADAnalyzer
 
     vad = SileroVADAnalyzer(sample_rate=16000)
+    vad.set_sample_rate(16000)  # the analyzer runs at no rate until told (pipecat does it at StartFrame)
     pcm = to_pcm(np.concatenate(speech))
     chunk = vad.num_frames_required() * 2
     secs = len(pcm) / 32000

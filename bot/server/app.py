@@ -52,6 +52,7 @@ from bot.transports.websocket import (
     WebsocketTransport,
 )
 from bot.turns import Turn, TurnTracker
+from pipelines import SessionHooks
 
 STATIC = Path(__file__).resolve().parent / "static"
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
@@ -330,11 +331,10 @@ class VoicebotServer:
         settings = self.settings.model_copy(update={"persona": live.persona})
         # Building a pipeline loads the session's own voice and VAD: off the event loop, so running
         # sessions keep their real-time audio.
-        session = await asyncio.to_thread(Session, settings, persona, live.transport)
+        session = await asyncio.to_thread(Session, settings, persona, live.transport, self._hooks(live))
         live.session = session
         session.open_audit(transport="websocket", server_session=live.id)
         live.audit_dir = session.result.audit_dir
-        self._attach(live, session.tracker)
         await live.transport.send_message(
             "session", id=live.id, persona=persona.name, mode=settings.mode,
             report=f"/report/{live.id}" if live.audit_dir else None,
@@ -359,7 +359,8 @@ class VoicebotServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await run
 
-    def _attach(self, live: LiveSession, tracker: TurnTracker) -> None:
+    def _hooks(self, live: LiveSession) -> SessionHooks:
+        """The session's turn events go to its client (minus unchecked text) and to the metrics."""
         transport = live.transport
 
         def on_event(kind: str, data: dict[str, Any]) -> None:
@@ -383,8 +384,7 @@ class VoicebotServer:
                 self.metrics.refused_turns.inc()
             transport.post_message("turn", **_turn_message(turn))
 
-        tracker.event_listeners.append(on_event)
-        tracker.turn_listeners.append(on_turn)
+        return SessionHooks(on_event=[on_event], on_turn=[on_turn])
 
 
 VERDICT_FIELDS = ("allowed", "action", "categories")
