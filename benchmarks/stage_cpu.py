@@ -7,7 +7,7 @@ when other processes share the cores: what one turn of one session costs, stage 
 * STT: Whisper tiny.en on one spoken question (the bot's own short-window decode)
 * LLM: SmolLM2-135M answering one question (prompt + up to llm.max_tokens tokens)
 * TTS: Piper per second of speech it produces
-* moderation: the default stack on one sentence
+* moderation: the configured output stack on one sentence
 
     .venv/bin/python benchmarks/stage_cpu.py            # prints a table
 """
@@ -124,7 +124,7 @@ def main() -> None:
 
     asyncio.run(moderator.warmup())
     spent, _ = measure(lambda: asyncio.run(check()))
-    rows.append(("moderation (profanity + keywords), per sentence", spent / 50 * 1000, "ms CPU"))
+    rows.append((f"moderation ({'+'.join(mod.output.backends)}), per sentence", spent / 50 * 1000, "ms CPU"))
 
     print("| stage | CPU | unit |")
     print("| --- | --- | --- |")
