@@ -176,8 +176,8 @@ def e2e() -> None:
     import tempfile
 
     import soundfile as sf
-    import soxr
 
+    from bot.audio import resample
     from bot.speech import synthesize
 
     tmp = Path(tempfile.mkdtemp(prefix="voicebot-attention-"))
@@ -185,7 +185,7 @@ def e2e() -> None:
 
     def put(at: float, text: str) -> None:
         audio, rate = synthesize(text, deterministic=True)
-        audio = soxr.resample(audio, rate, RATE).astype(np.float32)
+        audio = resample(audio, rate, RATE).astype(np.float32)
         track[int(at * RATE):int(at * RATE) + len(audio)] += audio
 
     put(0.5, CONVERSATION[0])

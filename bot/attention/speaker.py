@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-import numpy as np
 from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
@@ -31,6 +30,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.attention.cues import RATE, CueDetector, CueEvent, CueName
+from bot.audio import pcm_to_float
 from bot.attention.gate import AttentionState
 from bot.frames import CueAlertFrame
 
@@ -71,10 +71,7 @@ class CueListener(FrameProcessor):
     async def _audio(self, frame: InputAudioRawFrame) -> None:
         if frame.sample_rate != RATE:
             return  # the pipeline hears at 16 kHz (transport.sample_rate); nothing else reaches here
-        samples = np.frombuffer(frame.audio, dtype="<i2").astype(np.float32) / 32768.0
-        if frame.num_channels > 1:
-            samples = samples[: len(samples) - len(samples) % frame.num_channels]
-            samples = samples.reshape(-1, frame.num_channels).mean(axis=1)
+        samples = pcm_to_float(frame.audio, frame.num_channels)
         self._pending += self.detector.feed(samples)
         self._t += len(samples) / RATE
         if self._pending and not self._user_speaking:
