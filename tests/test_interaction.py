@@ -68,6 +68,8 @@ def test_the_model_decides_replies_are_moderated_and_spoken_and_every_decision_i
     paris, rude, to_refused = spoke
     # The reply to refused speech was never spoken (the refusal was), and the audit says why.
     assert to_refused["withheld"] == "input-refused" and not to_refused["spoken"], to_refused
+    # reply_s is the model's writing time (<|busy|> to <|end|>: 3 pieces 0.15 s apart), not the hold.
+    assert all(0.4 < d["reply_s"] < 3.0 for d in spoke), spoke
     assert [r["data"]["t"] for r in session.records if r["type"] == "interaction.cache_cleared"] != []
     assert paris["emotion"] == "\N{SMILING FACE WITH SMILING EYES}" and paris["text"].endswith("France.")
     assert paris["spoken"] and paris["withheld"] is None and paris["dropped_chunks"] >= 1

@@ -132,6 +132,7 @@ class _Reply:
     """Frames waiting for the input verdict (None: not held)."""
     withheld: Literal["input-refused", "held-back", "no-verdict"] | None = None
     dropped_chunks: int = 0
+    ended: float | None = None
 
 
 class InteractionService(FrameProcessor):
@@ -347,6 +348,7 @@ class InteractionService(FrameProcessor):
         reply = self._reply
         if reply is None:
             return
+        reply.ended = time.monotonic()
         await self._out(LLMFullResponseEndFrame())
         if reply.held is not None and not reply.withheld:
             # Still waiting for the verdict: the end stays held; the watch releases or drops the reply.
@@ -362,7 +364,7 @@ class InteractionService(FrameProcessor):
             "decision": "speak", "start_s": round(start, 3), "end_s": round(start + CHUNK_SECS, 3), "chunks": 1,
             "emotion": reply.emotion or None, "text": "".join(reply.pieces).replace("\\n", "\n"),
             "spoken": reply.withheld is None, "withheld": reply.withheld,
-            "dropped_chunks": reply.dropped_chunks, "reply_s": round(time.monotonic() - reply.started, 3),
+            "dropped_chunks": reply.dropped_chunks, "reply_s": round((reply.ended or time.monotonic()) - reply.started, 3),
             **({"cut": True} if cut else {})}))
 
     async def _close_silent(self, before: int) -> None:
