@@ -16,7 +16,9 @@ import soundfile as sf
 from bot.audit import read_session, verify
 from bot.errors import VoicebotError
 from bot.persona import load_persona
-from bot.services.interaction import CHUNK_BYTES, check_server, split_emotion
+from bot.config import InteractionConfig
+from bot.services.interaction import (CHUNK_BYTES, MAX_BEHIND_CHUNKS, InteractionService, check_server,
+                                          split_emotion)
 from bot.session import run_file
 from conftest import words
 from fake_interaction import FakeInteractionServer, free_port
@@ -128,3 +130,12 @@ def test_server_lost_mid_session_is_one_line_each_and_the_session_ends(settings_
     assert "unreachable" in result.errors[0] and "could not be reconnected" in result.errors[1]
     assert all("\n" not in e and "Traceback" not in e for e in result.errors)
     assert verify(result.audit_dir).ok
+
+
+def test_a_server_behind_real_time_drops_the_oldest_chunks_unsent():
+    service = InteractionService(InteractionConfig(), hold_for_verdict=False)
+    for i in range(MAX_BEHIND_CHUNKS + 5):
+        service._enqueue(bytes([i]) * CHUNK_BYTES)
+    assert service._queue.qsize() == MAX_BEHIND_CHUNKS and service.unsent_chunks == 5
+    index, chunk = service._queue.get_nowait()
+    assert index == 5 and chunk[0] == 5  # the newest are kept, in order

@@ -39,6 +39,7 @@ from enum import Enum
 from typing import Literal
 
 import aiohttp
+from loguru import logger
 from pipecat.frames.frames import (CancelFrame, EndFrame, Frame, InputAudioRawFrame, LLMContextFrame,
                                    LLMFullResponseEndFrame, LLMFullResponseStartFrame, LLMTextFrame, StartFrame,
                                    VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)
@@ -53,6 +54,9 @@ SAMPLE_RATE = 16000
 CHUNK_BYTES = SAMPLE_RATE * 400 // 1000 * 2  # 12,800
 CHUNK_SECS = 0.4
 BUSY, END, CACHE_CLEARED = "<|busy|>", "<|end|>", "<|cache_cleared|>"
+MAX_BEHIND_CHUNKS = 25
+"""Chunks waiting to be posted (10 s of audio) before the oldest is dropped: a server slower than real time
+must not make the client hold ever more audio, nor hear it ever later."""
 
 
 class ChunkAnswer(Enum):
@@ -158,6 +162,9 @@ class InteractionService(FrameProcessor):
         """Input moderation: user speech began and has no verdict yet."""
         self._unresolved_stop: float | None = None
         self._post_failing = False
+        self.unsent_chunks = 0
+        """Chunks dropped unsent because the server fell more than MAX_BEHIND_CHUNKS behind."""
+        self._unsent_unreported = 0
         self._refused: tuple[float, Literal["input-refused", "held-back"]] | None = None
         """When user speech was last refused or held back: a reply starting soon after answers it."""
         self._pending_end: tuple[_Reply, bool] | None = None
@@ -231,6 +238,13 @@ class InteractionService(FrameProcessor):
             del self._buffer[:CHUNK_BYTES]
 
     def _enqueue(self, chunk: bytes) -> None:
+        if self._queue.qsize() >= MAX_BEHIND_CHUNKS:
+            self._queue.get_nowait()  # the oldest: the server is more than 10 s behind
+            if not self.unsent_chunks:
+                logger.warning(f"{self}: the AudioInteraction server is more than {MAX_BEHIND_CHUNKS * CHUNK_SECS:g} s "
+                               "behind the input; the oldest chunks are dropped unsent")
+            self.unsent_chunks += 1
+            self._unsent_unreported += 1
         self._queue.put_nowait((self._next_index, chunk))
         self._next_index += 1
 
@@ -379,6 +393,8 @@ class InteractionService(FrameProcessor):
                 "end_s": round((last + 1) * CHUNK_SECS, 3), "chunks": last - first + 1}
         if self._dropped_outside_reply:
             data["dropped_chunks"], self._dropped_outside_reply = self._dropped_outside_reply, 0
+        if self._unsent_unreported:
+            data["unsent_chunks"], self._unsent_unreported = self._unsent_unreported, 0
         await self.push_frame(AuditEventFrame(kind="interaction.decision", data=data))
 
     # -- input verdict --------------------------------------------------------------------------------
