@@ -446,8 +446,9 @@ def audit_report(
 
     from bot.outputs import REPORT_FORMATS, check_output_file, write_failed
 
-    if not (directory / "events.jsonl").is_file():
-        _fail(f"{directory} is not an audit session folder (no events.jsonl): give a folder under audit.dir")
+    from bot.audit.read import require_session
+
+    require_session(directory)
     target = check_output_file(output or Path(f"{directory.name}.html"), what="report", option="--output",
                                formats=REPORT_FORMATS)
     try:

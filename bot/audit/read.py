@@ -227,12 +227,18 @@ def turn_view(turn: Turn) -> TurnView:
         events=list(turn.events))
 
 
-def read_session(session_dir: str | Path) -> Session:
+def require_session(session_dir: str | Path) -> Path:
+    """``session_dir`` as a Path if it holds an audit log; else one clear line."""
     root = Path(session_dir)
-    events = root / EVENTS_FILE
-    if not events.is_file():
+    if not (root / EVENTS_FILE).is_file():
         raise VoicebotError(f"no audit log at {root}: pass a session directory such as "
                             "audits/20261122T115000Z-3f9a1c (it holds events.jsonl)")
+    return root
+
+
+def read_session(session_dir: str | Path) -> Session:
+    root = require_session(session_dir)
+    events = root / EVENTS_FILE
     raw = events.read_bytes()
     pieces = raw.split(b"\n")
     partial = pieces.pop()
