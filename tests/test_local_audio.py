@@ -426,7 +426,11 @@ def test_user_barges_in_and_the_speaker_stops(card, bots, piper, tmp_path, echo,
     interrupt, the speaker goes quiet at once, the context keeps only what was played, and the bot never
     takes its own voice for the user."""
     sc = card(echo_gain=gain)
-    bot = bots(sc.home, tmp_path, [LONG_ANSWER] + ["It is noon."] * 3, "--set", f"transport.echo={echo}")
+    # Input moderation: the persona blocklist only. This test is about barge-in; the learned classifier scores
+    # a partial transcript "stop please" at 0.51 toxicity (a known false block, issue 14) and would refuse the
+    # turn whenever Whisper cuts the barge-in there.
+    bot = bots(sc.home, tmp_path, [LONG_ANSWER] + ["It is noon."] * 3, "--set", f"transport.echo={echo}",
+               "--set", 'moderation.input.backends=["blocklist"]')
     bot.wait_for(r"^listening", timeout=120)
     q1 = sc.say(*speech(piper, "Tell me a story."))
     deadline = time.monotonic() + 60

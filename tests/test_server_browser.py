@@ -107,7 +107,7 @@ def test_browser_client_speaks_and_shows_the_turn(tmp_path, piper, transcriber):
                 page = Page(ws)
                 await page.call("Runtime.enable")
                 deadline = time.monotonic() + 20
-                while not await page.js("!!document.getElementById('start')"):
+                while not await page.js("!!(document.getElementById('start') && document.getElementById('start').onclick)"):
                     assert time.monotonic() < deadline, "page did not load"
                     await asyncio.sleep(0.2)
                 await page.js("document.getElementById('start').click()", gesture=True)
