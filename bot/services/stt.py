@@ -30,6 +30,9 @@ MAX_COMPRESSION_RATIO = 2.4
 TRAILING_SILENCE_SECS = 0.5
 """Silence appended to each segment so Whisper finishes the last word (pipecat's default)."""
 
+MIN_LOOP_WORDS = 3
+"""A span of this many words or more said twice in a row is taken for a decoding loop (see ``repeats_itself``)."""
+
 SegmentListener = Callable[[bytes, int, str], None]
 """Called with (16-bit mono PCM without the appended silence, rate, transcript) of each segment heard as words."""
 
@@ -40,6 +43,19 @@ def _whisper_model(path: str, device: str, compute_type: str, cpu_threads: int):
     from faster_whisper import WhisperModel
 
     return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+def repeats_itself(text: str, min_words: int = MIN_LOOP_WORDS) -> bool:
+    """True when a span of ``min_words`` or more words comes twice in a row ("What is the capital of France?
+    What is the capital of France?"). Whisper loops like that in a short window, and a short text's
+    compression ratio is too low to show it; people seldom repeat a whole phrase back to back."""
+    words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
+    n = len(words)
+    for size in range(min_words, n // 2 + 1):
+        for i in range(n - 2 * size + 1):
+            if words[i:i + size] == words[i + size:i + 2 * size]:
+                return True
+    return False
 
 
 class HeardSegments:
@@ -72,7 +88,8 @@ class VoiceWhisperSTTService(HeardSegments, WhisperSTTService):
     encoder's cost grows with the window, and Whisper pads every input to 30 s otherwise. It decodes
     greedily without timestamps. If the short window makes
     the model loop (compression ratio above Whisper's 2.4), the turn is decoded again in the full 30 s
-    window. ``benchmarks/latency.py`` measures both.
+    window; so is a turn whose text says a phrase twice in a row (``repeats_itself``), the loop a short text's
+    compression ratio does not show. ``benchmarks/latency.py`` measures both.
     """
 
     def __init__(self, *, beam_size: int = 1, cpu_threads: int = 0, window_secs: int = 10,
@@ -119,7 +136,8 @@ class VoiceWhisperSTTService(HeardSegments, WhisperSTTService):
         duration = len(samples) / 16000
         features = self._model.feature_extractor(samples)
         text, no_speech = self._decode(features, max(self._window_frames, features.shape[1]), duration)
-        if text and get_compression_ratio(text) > MAX_COMPRESSION_RATIO and self._window_frames < 3000:
+        looping = text and (get_compression_ratio(text) > MAX_COMPRESSION_RATIO or repeats_itself(text))
+        if looping and self._window_frames < 3000:
             text, no_speech = self._decode(features, max(3000, features.shape[1]), duration)
         threshold = self._settings.no_speech_prob
         if threshold is not None and no_speech >= threshold and len(text.split()) < 3:
