@@ -16,49 +16,36 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 
 from bot.config import Settings
 from bot.echo import make_echo_policy
-from bot.errors import VoicebotError
 from bot.preflight import check_audio_servers
 from bot.processors.turn_audio import HeardSpeech, SpeechSegmenter, store_transcribed
 from bot.services.audio_llm import check_ready, make_audio_llm, server_url
 from bot.services.stt import make_stt
 from bot.services.tts import make_tts
-from pipelines.base import BuildContext, BuiltPipeline, Capabilities, ConfigSection, Mode, transcript_stage
+from pipelines.audio_in import AudioInMode
+from pipelines.base import BuildContext, BuiltPipeline, transcript_stage
 from pipelines.cascade import make_moderation_gates, make_turn_strategies, make_vad, pipeline_aggregators
 
 
-class AudioLLMMode(Mode):
+class AudioLLMMode(AudioInMode):
     """``mode = "audio-llm"``: an audio-in LLM hears the turn, our TTS speaks its text answer."""
 
     name = "audio-llm"
-    no_transcript_hint = "set audio_llm.transcribe_for_audit = true"
-
-    def capabilities(self, settings: Settings) -> Capabilities:
-        transcribe = settings.audio_llm.transcribe_for_audit
-        sections: set[ConfigSection] = {"audio_llm", "tts"} | ({"stt"} if transcribe else set())
-        return Capabilities(has_transcript=transcribe, text_checkpoint=True, server_turn_detection=False,
-                            sections=frozenset(sections))
+    section = "audio_llm"
+    server_turn_detection = False
 
     def preflight(self, settings: Settings) -> None:
-        self._check_moderation(settings)
+        self.check_moderation(settings)
         check_audio_servers(settings)
         check_ready(settings.audio_llm)
 
     def engine(self, settings: Settings) -> tuple[tuple[str, str], ...]:
         return (("audio-llm", settings.audio_llm.model or "?"),)
 
-    @staticmethod
-    def _check_moderation(settings: Settings) -> None:
-        if not settings.audio_llm.transcribe_for_audit and settings.moderation.input.enabled:
-            # Fail closed: input moderation checks the transcript, and there would be none.
-            raise VoicebotError("audio_llm.transcribe_for_audit = false leaves input moderation no transcript to "
-                                "check: keep transcribing, or turn input moderation off explicitly "
-                                "(moderation.input.enabled = false)")
-
     def build(self, ctx: BuildContext) -> BuiltPipeline:
         s = ctx.settings
         cfg = s.audio_llm
         transcribe = cfg.transcribe_for_audit
-        self._check_moderation(s)
+        self.check_moderation(s)
 
         context = LLMContext()
         heard = HeardSpeech(max_secs=max(60.0, 2 * cfg.max_audio_secs))

@@ -16,47 +16,35 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 
 from bot.config import Settings
 from bot.echo import make_echo_policy
-from bot.errors import VoicebotError
 from bot.preflight import check_audio_servers
 from bot.services.interaction import InteractionService, check_server, server_url
 from bot.services.stt import make_stt
 from bot.services.tts import make_tts
-from pipelines.base import BuildContext, BuiltPipeline, Capabilities, ConfigSection, Mode, transcript_stage
+from pipelines.audio_in import AudioInMode
+from pipelines.base import BuildContext, BuiltPipeline, transcript_stage
 from pipelines.cascade import make_moderation_gates, make_turn_strategies, make_vad, pipeline_aggregators
 
 
-class InteractionMode(Mode):
+class InteractionMode(AudioInMode):
     """``mode = "interaction"``: the AudioInteraction server listens always and speaks when it decides to."""
 
     name = "interaction"
-    no_transcript_hint = "set interaction.transcribe_for_audit = true"
-
-    def capabilities(self, settings: Settings) -> Capabilities:
-        transcribe = settings.interaction.transcribe_for_audit
-        sections: set[ConfigSection] = {"interaction", "tts"} | ({"stt"} if transcribe else set())
-        return Capabilities(has_transcript=transcribe, text_checkpoint=True, server_turn_detection=True,
-                            sections=frozenset(sections))
+    section = "interaction"
+    server_turn_detection = True
 
     def preflight(self, settings: Settings) -> None:
-        self._check_moderation(settings)
+        self.check_moderation(settings)
         check_audio_servers(settings)
         check_server(settings.interaction)
 
     def engine(self, settings: Settings) -> tuple[tuple[str, str], ...]:
         return (("interaction", server_url(settings.interaction)),)
 
-    @staticmethod
-    def _check_moderation(settings: Settings) -> None:
-        if not settings.interaction.transcribe_for_audit and settings.moderation.input.enabled:
-            raise VoicebotError("interaction.transcribe_for_audit = false leaves input moderation no transcript to "
-                                "check: keep transcribing, or turn input moderation off explicitly "
-                                "(moderation.input.enabled = false)")
-
     def build(self, ctx: BuildContext) -> BuiltPipeline:
         s = ctx.settings
         cfg = s.interaction
         transcribe = cfg.transcribe_for_audit
-        self._check_moderation(s)
+        self.check_moderation(s)
         check_server(cfg)  # fails fast, in one line
 
         context = LLMContext()
