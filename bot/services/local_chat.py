@@ -32,7 +32,8 @@ def _given(value: Any, default: Any = None) -> Any:
     return default if value is None or isinstance(value, NotGiven) else value
 
 
-def _chunk(content: str | None, model: str, chunk_id: str, finish: str | None = None) -> ChatCompletionChunk:
+def chat_chunk(content: str | None, model: str, chunk_id: str, finish: str | None = None) -> ChatCompletionChunk:
+    """One streamed chunk as the OpenAI SDK types it (``None`` content: an empty delta, e.g. with ``finish``)."""
     return ChatCompletionChunk.model_validate({
         "id": chunk_id,
         "object": "chat.completion.chunk",
@@ -202,8 +203,8 @@ class ScriptedChatClient:
         async def stream() -> AsyncIterator[ChatCompletionChunk]:
             words = reply.split(" ")
             for i, word in enumerate(words):
-                yield _chunk(word if i == 0 else " " + word, self.model_name, chunk_id)
+                yield chat_chunk(word if i == 0 else " " + word, self.model_name, chunk_id)
                 await asyncio.sleep(0)
-            yield _chunk(None, self.model_name, chunk_id, finish="stop")
+            yield chat_chunk(None, self.model_name, chunk_id, finish="stop")
 
         return stream()

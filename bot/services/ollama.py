@@ -13,7 +13,6 @@ reads ``/api/chat``'s streamed NDJSON. :func:`check_ollama` is the preflight: th
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from types import SimpleNamespace
@@ -23,6 +22,7 @@ from openai.types.chat import ChatCompletionChunk
 
 from bot.config import LLMConfig
 from bot.errors import VoicebotError
+from bot.services.local_chat import chat_chunk
 
 DEFAULT_HOST = "http://localhost:11434"
 
@@ -97,16 +97,6 @@ def to_ollama_messages(messages: list[Any]) -> list[dict[str, str]]:
     return out
 
 
-def _chunk(content: str | None, model: str, chunk_id: str, finish: str | None = None) -> ChatCompletionChunk:
-    return ChatCompletionChunk.model_validate({
-        "id": chunk_id,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}],
-    })
-
-
 class OllamaChatClient:
     """``client.chat.completions.create`` over ``ollama.AsyncClient.chat(stream=True)``."""
 
@@ -134,9 +124,9 @@ class OllamaChatClient:
         async def chunks() -> AsyncIterator[ChatCompletionChunk]:
             async for part in stream:
                 if part.message.content:
-                    yield _chunk(part.message.content, part.model or model, chunk_id)
+                    yield chat_chunk(part.message.content, part.model or model, chunk_id)
                 if part.done:
-                    yield _chunk(None, part.model or model, chunk_id,
+                    yield chat_chunk(None, part.model or model, chunk_id,
                                  finish="length" if part.done_reason == "length" else "stop")
                     return
 
