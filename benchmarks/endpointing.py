@@ -49,7 +49,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.audio import float_to_int16, resample, to_mono, to_pcm  # noqa: E402
-from bot.config import load_settings  # noqa: E402
+from bot.config import load_settings, parse_overrides  # noqa: E402
 from bot.persona import load_persona  # noqa: E402
 from bot.session import run_file  # noqa: E402
 from bot.speech import synthesize  # noqa: E402
@@ -252,13 +252,7 @@ def main() -> None:
                     help="only judge the transcripts of make bench's first N finished questions, and stop")
     args = ap.parse_args()
 
-    overrides = {"audit.enabled": False, "llm.max_tokens": 40}
-    for pair in args.set:
-        key, raw = pair.split("=", 1)
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+    overrides = {**{"audit.enabled": False, "llm.max_tokens": 40}, **parse_overrides(args.set)}
     settings = load_settings(None, overrides)
     persona = load_persona(settings.persona)
     if args.finished:

@@ -33,7 +33,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.audio import to_mono  # noqa: E402
-from bot.config import load_settings  # noqa: E402
+from bot.config import load_settings, parse_overrides  # noqa: E402
 from bot.persona import load_persona  # noqa: E402
 from bot.session import run_file  # noqa: E402
 from bot.speech import synthesize  # noqa: E402
@@ -124,13 +124,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write per-question results to this file")
     args = ap.parse_args()
 
-    overrides = {"audit.enabled": False, "llm.max_tokens": 60}
-    for pair in args.set:
-        key, raw = pair.split("=", 1)
-        try:
-            overrides[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[key] = raw
+    overrides = {**{"audit.enabled": False, "llm.max_tokens": 60}, **parse_overrides(args.set)}
     settings = load_settings(None, overrides)
     persona = load_persona(settings.persona)
     rows = []

@@ -69,16 +69,9 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _parse_sets(pairs: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise VoicebotError(f"--set {pair!r} must look like key=value, e.g. --set llm.provider=openai")
-        key, raw = pair.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
+    from bot.config import parse_overrides
+
+    return parse_overrides(pairs)
 
 
 def _settings(config: Path | None, persona: str | None = None, mode: str | None = None,

@@ -470,6 +470,25 @@ def _set_nested(target: dict[str, Any], dotted: str, value: Any) -> None:
     target[parts[-1]] = value
 
 
+def override_value(raw: str) -> Any:
+    """A value given on a command line: JSON when it reads as JSON (``0.2``, ``true``, ``["a"]``), else the text."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def parse_overrides(pairs: list[str] | None, *, what: str = "--set") -> dict[str, Any]:
+    """``["llm.provider=openai", "llm.temperature=0.2"]`` -> dotted-key overrides for :func:`load_settings`."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise VoicebotError(f"{what} {pair!r} must look like key=value, e.g. {what} llm.provider=openai")
+        key, raw = pair.split("=", 1)
+        out[key.strip()] = override_value(raw.strip())
+    return out
+
+
 def _check_env_names() -> None:
     """pydantic-settings ignores VOICEBOT_* variables whose first part names no setting; a typo such as
     VOICEBOT_AUDIT_DIR (one underscore) would then be silently dropped. Reject those here."""

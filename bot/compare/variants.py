@@ -8,13 +8,13 @@ directory under the comparison's output folder, so every answer it gives is a ve
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.config import parse_overrides
 from bot.errors import VoicebotError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,47}$")
@@ -36,22 +36,13 @@ class Variant(BaseModel):
         return re.sub(r"[^A-Za-z0-9._-]+", "-", self.name).strip("-") or "variant"
 
 
-def parse_value(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw
-
-
 def parse_pairs(text: str, *, what: str) -> dict[str, Any]:
     """``"a.b=1;c=x"`` -> ``{"a.b": 1, "c": "x"}`` (values parsed as JSON when they can be)."""
-    out: dict[str, Any] = {}
-    for pair in filter(None, (p.strip() for p in text.split(";"))):
-        if "=" not in pair:
-            raise VoicebotError(f"{what}: {pair!r} must look like key=value (pairs separated by ';')")
-        key, raw = pair.split("=", 1)
-        out[key.strip()] = parse_value(raw.strip())
-    return out
+    pairs = [p.strip() for p in text.split(";") if p.strip()]
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise VoicebotError(f"{what}: {bad[0]!r} must look like key=value (pairs separated by ';')")
+    return parse_overrides(pairs)
 
 
 def parse_variant(spec: str) -> Variant:
