@@ -16,20 +16,19 @@ import asyncio
 import functools
 import json
 import threading
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pipecat.frames.frames import ErrorFrame, Frame
 from pipecat.services.tts_service import TTSService
 
 from bot.audio import to_pcm
 from bot.config import TTSConfig
-from bot.cpu import SPEECH_FIRST
 from bot.errors import VoicebotError
 from bot.persona import Persona
+from bot.services.tts import LocalTTSService
 
 CHECKPOINTS = ("model.pth", "model_file.pth", "best_model.pth")
 GET_A_MODEL = ("download one on a machine with internet, e.g. `pip install coqui-tts && tts --model_name "
@@ -133,7 +132,7 @@ def check_speaker(synth: Any, voice: CoquiVoice) -> None:
         raise VoicebotError(f"the Coqui model in {voice.folder} has a single voice: leave tts.speaker empty")
 
 
-class CoquiTTSService(TTSService):
+class CoquiTTSService(LocalTTSService):
     """Coqui TTS from a local model, sentence by sentence on a worker thread, with the CPU first (bot/cpu.py)."""
 
     def __init__(self, voice: CoquiVoice, **kwargs: Any) -> None:
@@ -141,14 +140,11 @@ class CoquiTTSService(TTSService):
         self._synth, self._lock = load_synthesizer(str(voice.folder), str(voice.checkpoint) if voice.checkpoint
                                                    else None)
         check_speaker(self._synth, voice)
-        self.sample_rate_hz = int(self._synth.output_sample_rate)
+        self.output_rate = int(self._synth.output_sample_rate)
         super().__init__(push_start_frame=True, push_stop_frames=True, **kwargs)
 
-    def can_generate_metrics(self) -> bool:
-        return True
-
     def synthesize(self, text: str) -> bytes:
-        """One piece of text as 16-bit PCM at :attr:`sample_rate_hz` (blocking)."""
+        """One piece of text as 16-bit PCM at :attr:`output_rate` (blocking)."""
         kwargs: dict[str, Any] = {"split_sentences": False}
         if self._voice.speaker:
             kwargs["speaker_name"] = self._voice.speaker
@@ -160,23 +156,10 @@ class CoquiTTSService(TTSService):
             wav = self._synth.tts(text, **kwargs)
         return to_pcm(np.asarray(wav, dtype=np.float32))
 
-    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
-        async def audio():
-            for sentence in self._synth.split_into_sentences(text) or [text]:
-                if sentence.strip():
-                    yield await asyncio.to_thread(self.synthesize, sentence)
-
-        with SPEECH_FIRST.speaking():
-            try:
-                await self.start_tts_usage_metrics(text)
-                async for frame in self._stream_audio_frames_from_iterator(
-                        audio(), in_sample_rate=self.sample_rate_hz, context_id=context_id):
-                    await self.stop_ttfb_metrics()
-                    yield frame
-            except Exception as exc:  # a failing synthesis must not take the session down silently
-                yield ErrorFrame(error=f"speech synthesis failed: {exc}")
-            finally:
-                await self.stop_ttfb_metrics()
+    async def pcm_pieces(self, text: str) -> AsyncIterator[bytes]:
+        for sentence in self._synth.split_into_sentences(text) or [text]:
+            if sentence.strip():
+                yield await asyncio.to_thread(self.synthesize, sentence)
 
 
 def make_coqui_tts(cfg: TTSConfig, persona: Persona, **kwargs: Any) -> tuple[TTSService, str]:
@@ -184,4 +167,4 @@ def make_coqui_tts(cfg: TTSConfig, persona: Persona, **kwargs: Any) -> tuple[TTS
     service = CoquiTTSService(voice, **kwargs)
     who = f", speaker {voice.speaker}" if voice.speaker else (f", cloning {voice.speaker_wav.name}"
                                                              if voice.speaker_wav else "")
-    return service, f"coqui {voice.kind or 'model'} {voice.folder.name}{who} ({service.sample_rate_hz} Hz)"
+    return service, f"coqui {voice.kind or 'model'} {voice.folder.name}{who} ({service.output_rate} Hz)"

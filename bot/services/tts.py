@@ -24,7 +24,36 @@ whole sentence at once, and with several sessions sharing two cores a sentence c
 (measured: 3.0-3.4 s with two `voicebot serve` sessions and other load), so the sentence would be lost."""
 
 
-class VoicePiperTTSService(TTSService):
+class LocalTTSService(TTSService):
+    """A TTS model that runs in this process: its synthesis streams as pipecat audio frames with the CPU first
+    (see :mod:`bot.cpu`), and a failing synthesis ends the reply with an error frame, not the session.
+    Subclasses give :meth:`pcm_pieces` and :attr:`output_rate`."""
+
+    output_rate: int
+    """The rate of the 16-bit mono PCM that :meth:`pcm_pieces` yields."""
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    def pcm_pieces(self, text: str) -> AsyncIterator[bytes]:
+        """16-bit mono PCM for ``text``, piece by piece (each piece made off the event loop)."""
+        raise NotImplementedError
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+        with SPEECH_FIRST.speaking():
+            try:
+                await self.start_tts_usage_metrics(text)
+                async for frame in self._stream_audio_frames_from_iterator(
+                        self.pcm_pieces(text), in_sample_rate=self.output_rate, context_id=context_id):
+                    await self.stop_ttfb_metrics()
+                    yield frame
+            except Exception as exc:  # a broken voice must not take the session down silently
+                yield ErrorFrame(error=f"speech synthesis failed: {exc}")
+            finally:
+                await self.stop_ttfb_metrics()
+
+
+class VoicePiperTTSService(LocalTTSService):
     """Piper from a local voice file, the loaded voice shared by every session of the process
     (:func:`bot.services.models.load_piper_voice`; pipecat's ``PiperTTSService`` loads its own copy per
     instance), with the CPU first while it synthesizes (see :mod:`bot.cpu`)."""
@@ -36,31 +65,16 @@ class VoicePiperTTSService(TTSService):
                          settings=self.Settings(model=None, voice=onnx_path.name[: -len(".onnx")], language=None),
                          **kwargs)
         self._piper = models.load_piper_voice(str(onnx_path))
+        self.output_rate = self._piper.config.sample_rate
 
-    def can_generate_metrics(self) -> bool:
-        return True
-
-    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame, None]:
+    async def pcm_pieces(self, text: str) -> AsyncIterator[bytes]:
         def pieces() -> Iterator[bytes]:
             for chunk in self._piper.synthesize(text):  # one chunk per sentence Piper finds in the text
                 yield chunk.audio_int16_bytes
 
-        async def audio() -> AsyncIterator[bytes]:
-            it = pieces()
-            while (pcm := await asyncio.to_thread(next, it, None)) is not None:
-                yield pcm
-
-        with SPEECH_FIRST.speaking():
-            try:
-                await self.start_tts_usage_metrics(text)
-                async for frame in self._stream_audio_frames_from_iterator(
-                        audio(), in_sample_rate=self._piper.config.sample_rate, context_id=context_id):
-                    await self.stop_ttfb_metrics()
-                    yield frame
-            except Exception as exc:  # a broken voice must not take the session down silently
-                yield ErrorFrame(error=f"speech synthesis failed: {exc}")
-            finally:
-                await self.stop_ttfb_metrics()
+        it = pieces()
+        while (pcm := await asyncio.to_thread(next, it, None)) is not None:
+            yield pcm
 
 
 OPENAI_TTS_MODEL = "gpt-4o-mini-tts"
