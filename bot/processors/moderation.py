@@ -37,6 +37,7 @@ from moderation import Moderator, StageConfig, Verdict
 
 
 async def check_text(moderator: Moderator, text: str, role: str, persona: Persona) -> Verdict:
+    """``moderator.check`` that fails closed even if the moderator breaks its never-raise contract."""
     try:
         return await moderator.check(text, role, persona)
     except Exception as exc:  # the contract says check() never raises; fail closed if it does

@@ -69,6 +69,7 @@ from bot.realtime.holdback import Chunk, HoldBack, Piece
 from bot.realtime.playout import BYTES_PER_MS, PlayoutLedger, PlayoutMarkFrame
 from bot.realtime.refusal import RefusalVoice, synthesize_pcm24k
 from bot.text_split import TextSplitter
+from bot.processors.moderation import check_text
 from moderation import Moderator, StageConfig, Verdict
 
 FRAME_BYTES = 40 * BYTES_PER_MS
@@ -80,15 +81,6 @@ BENIGN_ERRORS = {"response_cancel_not_active"}
 TRANSCRIPT_VERDICT_SECS = 30.0
 """How long a turn waits for the transcript processors (a policy may ask a model) before it goes unanswered."""
 _FINALIZE = object()
-
-
-async def check_text(moderator: Moderator, text: str, role: str, persona: Persona) -> Verdict:
-    """``moderator.check`` that fails closed even if the moderator breaks its never-raise contract."""
-    try:
-        return await moderator.check(text, role, persona)
-    except Exception as exc:
-        return Verdict(allowed=False, action="refuse", categories=["backend_error"],
-                       reason=f"moderator raised {type(exc).__name__}: {exc}; failing closed")
 
 
 @dataclass
