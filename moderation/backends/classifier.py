@@ -9,6 +9,9 @@
    trained by ``scripts/train_moderation_classifier.py`` on ``tests/data/moderation_train.tsv`` and
    the red-team dev set) gives class probabilities. The reading with the higher "undesired"
    probability counts.
+4. The encoder reads at most 128 tokens. A text longer than :data:`LONG_TEXT_WORDS` words is also read
+   sentence by sentence, and a sentence that long in overlapping windows of :data:`WINDOW_WORDS` words:
+   the most undesired piece counts, so nothing said after the first 128 tokens goes unchecked.
 
 Scores (categories of ``moderation.config.CATEGORIES``):
 
@@ -30,11 +33,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.text_split import split_sentences
 from moderation.base import Backend, BackendUnavailable, Scores
 from moderation.embedder import SentenceEncoder, shared_encoder
 from moderation.lexicon import default_lexicon
 
 __all__ = ["ClassifierBackend", "ClassifierHead", "HEAD_PATH", "prepare_readings", "UNSAFE_CLASSES"]
+
+LONG_TEXT_WORDS = 48
+"""A text longer than this many words is also read in pieces: one sentence stays well inside the encoder's
+128 tokens, and the mean of its token vectors is not diluted by everything around it."""
+WINDOW_WORDS = 24
+"""A sentence longer than :data:`LONG_TEXT_WORDS` (unpunctuated speech) is read in windows of this many words,
+overlapping by half."""
 
 HEAD_PATH = Path(__file__).resolve().parent.parent / "classifier_head.npz"
 
@@ -126,11 +137,27 @@ _WORDS: list[frozenset[str]] = []
 _LOCK = threading.Lock()
 
 
+def pieces(text: str, long: int = LONG_TEXT_WORDS, window: int = WINDOW_WORDS) -> list[str]:
+    """What is read of ``text``: the text itself, and when it is longer than ``long`` words, each sentence
+    too, a sentence that long in windows of ``window`` words overlapping by half."""
+    if len(text.split()) <= long:
+        return [text]
+    out = [text]
+    step = max(1, window // 2)
+    for sentence in split_sentences(text):
+        words = sentence.split()
+        if len(words) <= long:
+            out.append(sentence)
+            continue
+        out.extend(" ".join(words[i:i + window]) for i in range(0, len(words) - step, step))
+    return out
+
+
 def _scores(text: str) -> tuple[tuple[tuple[str, float], ...], str]:
     encoder, head, words = shared_encoder(), _HEAD[0], _WORDS[0]
     best: dict[str, float] | None = None
     best_reading = text
-    for reading in prepare_readings(text, words):
+    for reading in (r for piece in pieces(text) for r in prepare_readings(piece, words)):
         probs = head.probabilities(encoder.encode(reading))
         if best is None or 1 - probs["none"] - probs.get("profanity", 0) > 1 - best["none"] - best.get("profanity", 0):
             best, best_reading = probs, reading
