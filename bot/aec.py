@@ -36,6 +36,9 @@ AEC_FRAME_SECS = 0.01
 """WebRTC's audio processing works on 10 ms frames."""
 START_TIMEOUT_SECS = 30.0
 """How long the echo canceller's process may take to start (importing livekit on a busy CPU)."""
+NEAR_TIMEOUT_SECS = 1.0
+"""A microphone block the canceller has not answered in this long ends it (a hung or starved child process
+must not hold the audio up): the caller falls back."""
 
 
 def _load_apm():
@@ -182,9 +185,15 @@ class WebRtcEchoCanceller:
                 raise VoicebotError("the echo canceller is closed")
             try:
                 self._conn.send(("near", bytes(pcm), far))
-                return self._conn.recv()
+                answered = self._conn.poll(NEAR_TIMEOUT_SECS)
+                if answered:
+                    return self._conn.recv()
             except (EOFError, OSError, BrokenPipeError):
+                self._closed = True
                 raise VoicebotError("the echo canceller process stopped: use transport.echo = half-duplex") from None
+            self._closed = True  # a late answer would pair with the wrong block: this canceller is done
+            raise VoicebotError(f"the echo canceller did not answer within {NEAR_TIMEOUT_SECS:g} s (CPU starved?): "
+                                "use transport.echo = half-duplex")
 
     def close(self) -> None:
         """End the canceller's process (idempotent)."""

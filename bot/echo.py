@@ -22,6 +22,7 @@ Policies (``transport.echo``):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from pipecat.frames.frames import (
     Frame,
     InputAudioRawFrame,
 )
+from loguru import logger
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from bot.aec import WebRtcEchoCanceller
@@ -106,7 +108,7 @@ class EchoPolicy(FrameProcessor):
     async def cleanup(self) -> None:
         await super().cleanup()
         if self._canceller is not None:
-            self._canceller.close()
+            await asyncio.to_thread(self._canceller.close)  # waits for the child: not on the event loop
 
     @property
     def muted(self) -> bool:
@@ -121,12 +123,12 @@ class EchoPolicy(FrameProcessor):
                 self._unmute_at = time.monotonic() + self.tail_secs
             self.bot_speaking = False
         elif isinstance(frame, InputAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
-            frame = self._apply(frame)
+            frame = await self._apply(frame)
             if frame is None:
                 return
         await self.push_frame(frame, direction)
 
-    def _apply(self, frame: InputAudioRawFrame) -> InputAudioRawFrame | None:
+    async def _apply(self, frame: InputAudioRawFrame) -> InputAudioRawFrame | None:
         if self.policy == "half-duplex" and self.muted:
             self.muted_secs += len(frame.audio) / 2 / frame.num_channels / frame.sample_rate
             return self._replace(frame, bytes(len(frame.audio)))
@@ -136,9 +138,21 @@ class EchoPolicy(FrameProcessor):
                 self._canceller.far(pcm, rate)
             if frame.sample_rate != self._canceller.rate:
                 return frame
-            cleaned = self._canceller.near(frame.audio)
+            try:  # a round trip to the canceller's process: off the event loop, bounded (bot/aec.py)
+                cleaned = await asyncio.to_thread(self._canceller.near, frame.audio)
+            except VoicebotError as exc:
+                self._fall_back(str(exc))
+                return await self._apply(frame)
             return self._replace(frame, cleaned) if cleaned else None
         return frame
+
+    def _fall_back(self, reason: str) -> None:
+        """The canceller failed mid-session: keep the bot from hearing itself (half-duplex) rather than stop."""
+        logger.warning(f"{reason}; echo policy falls back to half-duplex for the rest of this session")
+        self.policy = "half-duplex"
+        canceller, self._canceller = self._canceller, None
+        if canceller is not None:
+            threading.Thread(target=canceller.close, name="voicebot-aec-close", daemon=True).start()
 
     @staticmethod
     def _replace(frame: InputAudioRawFrame, audio: bytes) -> InputAudioRawFrame:

@@ -10,6 +10,8 @@ the project's VAD settings) still fires on what is left.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 
 import numpy as np
 import pytest
@@ -205,7 +207,6 @@ def test_half_duplex_mutes_between_bot_started_and_stopped_plus_tail():
 
     policy = EchoPolicy("half-duplex", tail_secs=0.2)
     loud = InputAudioRawFrame(audio=(np.ones(320) * 1000).astype("<i2").tobytes(), sample_rate=RATE, num_channels=1)
-    assert policy._apply(loud) is loud
 
     async def go():
         pushed = []
@@ -213,20 +214,78 @@ def test_half_duplex_mutes_between_bot_started_and_stopped_plus_tail():
         async def push(frame, direction=FrameDirection.DOWNSTREAM):
             pushed.append(frame)
 
+        before = await policy._apply(loud)
         policy.push_frame = push  # type: ignore[method-assign]
         policy._FrameProcessor__started = True  # noqa: SLF001 - skip the pipeline's StartFrame
         await policy.process_frame(BotStartedSpeakingFrame(), FrameDirection.UPSTREAM)
-        muted = policy._apply(loud)
+        muted = await policy._apply(loud)
         await policy.process_frame(BotStoppedSpeakingFrame(), FrameDirection.UPSTREAM)
-        in_tail = policy._apply(loud)
+        in_tail = await policy._apply(loud)
         await asyncio.sleep(0.25)
-        after = policy._apply(loud)
-        return muted, in_tail, after
+        after = await policy._apply(loud)
+        return before, muted, in_tail, after
 
-    muted, in_tail, after = asyncio.run(go())
+    before, muted, in_tail, after = asyncio.run(go())
+    assert before is loud
     assert muted.audio == bytes(640) and in_tail.audio == bytes(640)
     assert after is loud
     assert policy.muted_secs == pytest.approx(0.04)
+
+
+def test_a_hung_canceller_falls_back_to_half_duplex_without_stalling_the_loop():
+    """The canceller's process stops answering (here: SIGSTOP): the microphone block is not held past
+    NEAR_TIMEOUT_SECS, the event loop keeps running meanwhile, and the policy becomes half-duplex."""
+    import os
+    import signal
+
+    from pipecat.frames.frames import BotStartedSpeakingFrame, InputAudioRawFrame
+    from pipecat.processors.frame_processor import FrameDirection
+
+    from bot.aec import NEAR_TIMEOUT_SECS
+
+    aec = WebRtcEchoCanceller(RATE)
+    policy = EchoPolicy("aec", reference=EchoReference(), canceller=aec)
+    block = InputAudioRawFrame(audio=(np.ones(320) * 1000).astype("<i2").tobytes(), sample_rate=RATE,
+                               num_channels=1)
+
+    async def go():
+        first = await policy._apply(block)  # a healthy round trip
+        os.kill(aec.process.pid, signal.SIGSTOP)
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        t0 = time.monotonic()
+        second = await policy._apply(block)
+        waited = time.monotonic() - t0
+        task.cancel()
+        policy.push_frame = _discard  # type: ignore[method-assign]
+        policy._FrameProcessor__started = True  # noqa: SLF001 - skip the pipeline's StartFrame
+        await policy.process_frame(BotStartedSpeakingFrame(), FrameDirection.UPSTREAM)
+        third = await policy._apply(block)
+        return first, second, waited, ticks, third
+
+    try:
+        first, second, waited, ticks, third = asyncio.run(go())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(aec.process.pid, signal.SIGCONT)
+        aec.close()
+    assert first is not None and len(first.audio) == 640
+    assert policy.policy == "half-duplex"
+    assert second is block  # the bot was not speaking: half-duplex passes the block on
+    assert waited < NEAR_TIMEOUT_SECS + 1.5
+    assert ticks >= int(NEAR_TIMEOUT_SECS / 0.05) // 2, f"the event loop stalled ({ticks} ticks in {waited:.2f} s)"
+    assert third.audio == bytes(640)  # and it mutes while the bot speaks
+
+
+async def _discard(frame, direction=None):
+    return None
 
 
 def test_half_duplex_in_a_session_ignores_speech_while_the_bot_talks(make_speech, settings_factory, tmp_path):
