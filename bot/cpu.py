@@ -54,6 +54,7 @@ import enum
 import itertools
 import os
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -148,10 +149,16 @@ def session_scope(session_id: str) -> Iterator[None]:
         yield
     finally:
         _session.reset(token)
+        for scheduler in list(_SCHEDULERS):  # a long-running server sees many sessions come and go
+            scheduler.forget(session_id)
 
 
 def current_session() -> str:
     return _session.get()
+
+
+_SCHEDULERS: weakref.WeakSet[CpuScheduler] = weakref.WeakSet()
+"""Every scheduler of the process (the CPU's and each model pool's), so an ended session is forgotten by all."""
 
 
 class _Waiter:
@@ -186,7 +193,9 @@ class CpuScheduler:
         self._seq = itertools.count()
         self._ticket = itertools.count(1)
         self.granted: dict[str, int] = {}
-        """Jobs let in so far, per session (for tests and the benchmark)."""
+        """Jobs let in so far, per session (for tests and the benchmark); a session's entry goes when its
+        :func:`session_scope` ends."""
+        _SCHEDULERS.add(self)
 
     @property
     def slots(self) -> int:
@@ -204,6 +213,13 @@ class CpuScheduler:
         with self._lock:
             self._slots = max(1, slots)
             self._dispatch()
+
+    def forget(self, session: str) -> None:
+        """Drop what is kept about ``session`` (its place in the round robin, its count) once it has ended."""
+        with self._lock:
+            if not any(w.session == session for w in self._waiting):
+                self._served.pop(session, None)
+                self.granted.pop(session, None)
 
     def _dispatch(self) -> None:  # lock held
         while self._waiting and self._running < self._slots:

@@ -102,5 +102,5 @@ def live_main(settings: Settings, persona: Persona, *, print_turn: Callable, ech
         reason = result.errors[0] if result.errors else "the audio devices stopped"
         echo(f"error: the session ended on its own: {reason}", err=True)
         return 1
-    echo(f"stopped after {len(result.turns)} turn(s) ({signal.Signals(stop.signum).name})")
+    echo(f"stopped after {result.turn_count} turn(s) ({signal.Signals(stop.signum).name})")
     return stop.exit_code

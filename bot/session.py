@@ -37,9 +37,16 @@ GEMINI_SETTLE_SECS = 4.5
 finished question looks like nothing happening."""
 
 
+KEPT_TURNS = 200
+""":attr:`SessionResult.turns` keeps the last this many turns (a server or Discord session can run for days;
+the audit log has them all)."""
+
+
 @dataclass
 class SessionResult:
     turns: list[Turn] = field(default_factory=list)
+    """The last :data:`KEPT_TURNS` turns; :attr:`turn_count` counts them all."""
+    turn_count: int = 0
     errors: list[str] = field(default_factory=list)
     models: dict[str, str] = field(default_factory=dict)
     context_messages: list[dict[str, Any]] = field(default_factory=list)
@@ -75,7 +82,7 @@ class Session:
         self.tracker.event_listeners.extend(self.hooks.on_event)
         self.recorder = AudioRecorder(self.tracker)
         self.result = SessionResult(models=dict(self.built.models))
-        self.tracker.turn_listeners.append(self.result.turns.append)
+        self.tracker.turn_listeners.append(self._keep_turn)
         self.tracker.resume_listeners.append(self._speak_again)
         self._pending: set[asyncio.Task] = set()
         self.audit: AuditWriter | None = None
@@ -89,6 +96,11 @@ class Session:
             enable_rtvi=False,
             check_dangling_tasks=False,
         )
+
+    def _keep_turn(self, turn: Turn) -> None:
+        self.result.turns.append(turn)
+        del self.result.turns[:-KEPT_TURNS]
+        self.result.turn_count += 1
 
     def _speak_again(self, sentences: list[str]) -> None:
         """A false interruption was undone (bot/turn_speculation.py): speak the cut answer's rest again.

@@ -129,9 +129,10 @@ def test_session_scope_follows_tasks_and_threads_started_by_asyncio():
         with session_scope("s1"):
             await asyncio.to_thread(transcribe)
             await asyncio.create_task(asyncio.to_thread(transcribe))
+            return dict(sched.granted)
 
-    asyncio.run(main())
-    assert sched.granted == {"s1": 2}
+    assert asyncio.run(main()) == {"s1": 2}
+    assert sched.granted == {} and sched._served == {}  # an ended session is forgotten: a server's state stays bounded
 
 
 def test_model_pool_makes_instances_on_demand_up_to_its_size():

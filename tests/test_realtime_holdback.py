@@ -141,3 +141,18 @@ def test_endpoints_and_missing_key(monkeypatch, settings_factory):
     s = settings_factory(mode="realtime")
     with pytest.raises(VoicebotError, match=r"mode is 'realtime' but \$OPENAI_API_KEY is not set"):
         build_pipeline(BuildContext(s, load_persona("default"), transport=None))
+
+
+def test_playout_offsets_stay_bounded_over_a_long_session():
+    from bot.realtime.playout import KEPT_KEYS, PlayoutLedger, RecentOffsets
+
+    offsets = RecentOffsets()
+    for i in range(10 * KEPT_KEYS):
+        offsets.raise_to(f"item-{i}", 4800)
+    offsets.raise_to("item-3", 1)  # long forgotten: starts again
+    assert len(offsets) == KEPT_KEYS
+    assert offsets.get(f"item-{10 * KEPT_KEYS - 1}") == 4800 and offsets.get("item-0") == 0
+    ledger = PlayoutLedger()
+    ledger.mark("a", 96)
+    ledger.mark("a", 48)  # offsets only grow
+    assert ledger.played_ms("a") == 2 and ledger.played_ms(None) == 0

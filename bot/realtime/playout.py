@@ -29,18 +29,43 @@ class PlayoutMarkFrame(DataFrame):
     offset: int = 0
 
 
+KEPT_KEYS = 32
+"""Offsets are kept for this many most recent audio keys: only the response playing (or just played) is ever
+asked about, and a long session must not keep one entry per response it ever had."""
+
+
+class RecentOffsets:
+    """The highest byte offset reached per audio key, for the :data:`KEPT_KEYS` keys raised most recently."""
+
+    def __init__(self, keep: int = KEPT_KEYS) -> None:
+        self._offsets: dict[str, int] = {}
+        self._keep = keep
+
+    def raise_to(self, key: str, offset: int) -> None:
+        if offset > self._offsets.get(key, 0):
+            self._offsets.pop(key, None)  # to the end: most recent last
+            self._offsets[key] = offset
+            while len(self._offsets) > self._keep:
+                del self._offsets[next(iter(self._offsets))]
+
+    def get(self, key: str | None) -> int:
+        return self._offsets.get(key, 0) if key else 0
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+
 class PlayoutLedger:
     """Played byte offset per audio key (a response's item id, or a refusal)."""
 
     def __init__(self) -> None:
-        self._played: dict[str, int] = {}
+        self._played = RecentOffsets()
 
     def mark(self, key: str, offset: int) -> None:
-        if offset > self._played.get(key, 0):
-            self._played[key] = offset
+        self._played.raise_to(key, offset)
 
     def played_bytes(self, key: str | None) -> int:
-        return self._played.get(key, 0) if key else 0
+        return self._played.get(key)
 
     def played_ms(self, key: str | None) -> int:
         return self.played_bytes(key) // BYTES_PER_MS

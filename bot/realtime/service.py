@@ -66,7 +66,7 @@ from bot.persona import Persona
 from bot.processors.transcript_receipt import TranscriptReceipt
 from bot.realtime.client import RATE, RealtimeConnector, RealtimeLink, RealtimeRejected, RealtimeUnavailable
 from bot.realtime.holdback import Chunk, HoldBack, Piece
-from bot.realtime.playout import BYTES_PER_MS, PlayoutLedger, PlayoutMarkFrame
+from bot.realtime.playout import BYTES_PER_MS, PlayoutLedger, PlayoutMarkFrame, RecentOffsets
 from bot.realtime.refusal import RefusalVoice, synthesize_pcm24k
 from bot.text_split import TextSplitter
 from bot.processors.moderation import check_text
@@ -166,7 +166,7 @@ class RealtimeService(FrameProcessor):
         self._ignored_ids: set[str] = set()
         self._outbox: deque[_Out] = deque()
         self._out_lock = asyncio.Lock()
-        self._pushed: dict[str, int] = {}
+        self._pushed = RecentOffsets()
         # Without output moderation there is nothing to hold audio back for: it plays as it arrives.
         self._holdback = cfg.holdback if output_gate is not None else "monitor"
         self._pace = self._holdback == "monitor" and output_gate is not None
@@ -671,7 +671,7 @@ class RealtimeService(FrameProcessor):
         if r.pending_text is not None:
             await self._enqueue(self._text(r.pending_text))
             r.pending_text = None
-        await self._stop_server_response(r, self._pushed.get(r.key, 0) // BYTES_PER_MS)
+        await self._stop_server_response(r, self._pushed.get(r.key) // BYTES_PER_MS)
         await self._tell_server_said(refusal)
         if not r.tts_started:
             r.tts_started = True
@@ -701,7 +701,7 @@ class RealtimeService(FrameProcessor):
             r.hb.drop()
             await self.push_error(f"hold-back: {held // BYTES_PER_MS} ms of model audio had no checked transcript "
                                   "covering it and was not played")
-            await self._stop_server_response(r, self._pushed.get(r.key, 0) // BYTES_PER_MS)
+            await self._stop_server_response(r, self._pushed.get(r.key) // BYTES_PER_MS)
         if r.pending_text is not None:
             await self._enqueue(self._text(r.pending_text))
             r.pending_text = None
@@ -744,7 +744,7 @@ class RealtimeService(FrameProcessor):
             played = self._ledger.played_ms(target.key)
             if live:
                 await self._stop_server_response(target, played)
-            elif target.item_id and played < self._pushed.get(target.key, 0) // BYTES_PER_MS:
+            elif target.item_id and played < self._pushed.get(target.key) // BYTES_PER_MS:
                 await self._stop_server_response(target, played)
         self._playing = None
 
@@ -767,7 +767,7 @@ class RealtimeService(FrameProcessor):
         await self.push_error(f"hold-back: model audio came with no transcript for {waited * 1000:.0f} ms "
                               f"(realtime.max_lag_ms = {self.cfg.max_lag_ms:g}): {dropped // BYTES_PER_MS} ms of "
                               "audio dropped unplayed and the response cancelled")
-        await self._stop_server_response(r, self._pushed.get(r.key, 0) // BYTES_PER_MS)
+        await self._stop_server_response(r, self._pushed.get(r.key) // BYTES_PER_MS)
 
     # -- outbox -----------------------------------------------------------------------------------
 
@@ -797,5 +797,5 @@ class RealtimeService(FrameProcessor):
                     continue
                 await self.push_frame(TTSAudioRawFrame(audio=out.pcm, sample_rate=RATE, num_channels=1))
                 end = out.offset + len(out.pcm)
-                self._pushed[out.key] = max(self._pushed.get(out.key, 0), end)
+                self._pushed.raise_to(out.key, end)
                 await self.push_frame(PlayoutMarkFrame(key=out.key, offset=end))
