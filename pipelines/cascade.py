@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
+from pipecat.audio.vad.vad_analyzer import VADParams, VADState
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import (
@@ -34,19 +34,25 @@ def make_vad(cfg: VADConfig, analyzer: SileroVADAnalyzer | None = None) -> VADPr
     return VADProcessor(vad_analyzer=analyzer or make_vad_analyzer(cfg))
 
 
-def make_vad_analyzer(cfg: VADConfig) -> SileroVADAnalyzer:
+class TrackedSileroVAD(SileroVADAnalyzer):
+    """Silero VAD that remembers the state its latest analysis returned (``analyze_audio``'s public result),
+    so a turn strategy can tell speech that has begun but is not yet ``start_secs`` long (STARTING)."""
+
+    state: VADState = VADState.QUIET
+
+    async def analyze_audio(self, buffer: bytes) -> VADState:
+        self.state = await super().analyze_audio(buffer)
+        return self.state
+
+
+def make_vad_analyzer(cfg: VADConfig) -> TrackedSileroVAD:
     params = VADParams(confidence=cfg.confidence, start_secs=cfg.start_secs, stop_secs=cfg.stop_secs,
                        min_volume=cfg.min_volume)
-    return SileroVADAnalyzer(params=params)
-
-
-def vad_state(analyzer: VADAnalyzer) -> VADState:
-    """Where the analyzer is right now: STARTING means speech heard but not yet ``start_secs`` long."""
-    return analyzer._vad_state  # pipecat keeps it private; read-only here
+    return TrackedSileroVAD(params=params)
 
 
 def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_approval: bool = False,
-                         vad: SileroVADAnalyzer | None = None, context: LLMContext | None = None,
+                         vad: TrackedSileroVAD | None = None, context: LLMContext | None = None,
                          wait_for_transcript: bool = True) -> UserTurnStrategies:
     """How a user turn starts and ends. ``speculate`` (pipeline mode, silence end of turn): answer during
     the end-of-turn wait (:mod:`bot.turn_speculation`), wait longer after an unfinished clause
@@ -63,7 +69,7 @@ def make_turn_strategies(cfg: VADConfig, *, speculate: bool = False, needs_appro
         analyzer = LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=cfg.turn_max_secs))
         stop = [TurnAnalyzerUserTurnStopStrategy(turn_analyzer=analyzer, wait_for_transcript=wait_for_transcript)]
     elif speculate and cfg.speculate:
-        onset = (lambda: vad_state(vad) != VADState.QUIET) if vad is not None else None
+        onset = (lambda: vad.state != VADState.QUIET) if vad is not None else None
         acoustic = None
         if cfg.acoustic_check == "smart-turn":
             from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
