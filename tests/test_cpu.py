@@ -154,3 +154,61 @@ def test_model_pool_makes_instances_on_demand_up_to_its_size():
     with pool.use() as model:
         assert model in made  # reused, not made again
     assert pool.made == 2
+
+
+def test_a_generations_first_sentence_goes_first_and_does_not_wait_for_another_sessions_speech(monkeypatch):
+    """Until its first sentence is complete a generation's steps are LLM_FIRST (ahead of other sessions'
+    later steps) and do not park while some session's reply is being synthesized; after it, they do."""
+    from bot.cpu import CpuScheduler, Work
+    from bot.services import local_chat
+
+    class Recording(CpuScheduler):
+        def __init__(self):
+            super().__init__(1)
+            self.works = []
+
+        def job(self, work=Work.OTHER, *, session=None):
+            self.works.append(work)
+            return super().job(work, session=session)
+
+    sched, speech = Recording(), SpeechFirst()
+    monkeypatch.setattr(local_chat, "SCHEDULER", sched)
+    monkeypatch.setattr(local_chat, "SPEECH_FIRST", speech)
+    tokens = ["Paris", " is", " the", " capital.", " It", " is", " old."]
+    chunks = [{"choices": [{"delta": {"content": t}}]} for t in tokens]
+    with speech.speaking():  # another session's reply is being synthesized the whole time
+        steps = local_chat._steps(iter(chunks), "s1")
+        t0 = time.monotonic()
+        first_sentence = [next(steps) for _ in range(4)]
+        assert time.monotonic() - t0 < 0.5  # not parked behind the speech
+        assert [c["choices"][0]["delta"]["content"] for c in first_sentence] == tokens[:4]
+        t0 = time.monotonic()
+        rest = list(steps)  # the rest waits for the speech (bounded by MAX_WAIT_SECS per step)
+    assert len(rest) == 3
+    assert sched.works[:4] == [Work.LLM_FIRST] * 4 and set(sched.works[4:]) == {Work.LLM}
+
+    order = []
+    gate = CpuScheduler(1)
+    hold = threading.Event()
+
+    def run(work, name):
+        with gate.job(work, session=name):
+            order.append(name)
+            hold.wait(5)
+
+    holder = threading.Thread(target=run, args=(Work.OTHER, "holder"))
+    holder.start()
+    while gate.running == 0:
+        time.sleep(0.005)
+    later = threading.Thread(target=run, args=(Work.LLM, "a-later-token"))
+    later.start()
+    while gate.waiting < 1:
+        time.sleep(0.005)
+    first = threading.Thread(target=run, args=(Work.LLM_FIRST, "b-first-sentence"))
+    first.start()
+    while gate.waiting < 2:
+        time.sleep(0.005)
+    hold.set()
+    for t in (holder, later, first):
+        t.join(5)
+    assert order == ["holder", "b-first-sentence", "a-later-token"]
