@@ -88,3 +88,40 @@ def test_a_refused_turn_of_several_messages_leaves_the_context_whole() -> None:
     # The earlier "hi" and the one added meanwhile are equal to each other but are other messages: they stay.
     assert [m["content"] for m in context.get_messages()] == ["hi", "Hello.", "hi"]
     assert [f.text for f in pushed if isinstance(f, ModerationVerdictFrame)] == ["you are a worthless idiot"]
+
+
+# ---- input gate: a fail-closed verdict is not reused ----------------------------------------------
+
+def test_a_timed_out_check_is_not_reused_for_the_same_words() -> None:
+    moderator = Scripted(TIMEOUT, ALLOW)
+    gate, pushed = input_gate(moderator)
+    context = LLMContext([{"role": "user", "content": "what is the weather like"}])
+    turn(context, gate)
+    assert [f.text for f in pushed if isinstance(f, TTSSpeakFrame)] == [PERSONA.refusal]  # fail-closed
+    assert context.get_messages() == []
+
+    pushed.clear()
+    context.add_message({"role": "user", "content": "what is the weather like"})  # the user says it again
+    turn(context, gate)
+    assert moderator.checked == ["what is the weather like"] * 2  # checked again, not refused from memory
+    assert [f.verdict["allowed"] for f in pushed if isinstance(f, ModerationVerdictFrame)] == [True]
+    assert any(isinstance(f, LLMContextFrame) for f in pushed)
+    assert not any(isinstance(f, TTSSpeakFrame) for f in pushed)
+
+
+def test_a_real_decision_is_still_handed_from_the_speculative_check_to_the_turn_end() -> None:
+    class Host:
+        def is_live(self, text: str) -> bool:
+            return True
+
+        def approve(self, text: str) -> None:
+            pass
+
+    moderator = Scripted(ALLOW)
+    gate, pushed = input_gate(moderator)
+    gate._speculation = Host()
+    context = LLMContext([{"role": "user", "content": "tell me a joke"}])
+    asyncio.run(gate.gate(LLMContextFrame(context=context, speculation=object()), FrameDirection.DOWNSTREAM))
+    turn(context, gate)
+    assert moderator.checked == ["tell me a joke"]  # once: the turn end reused the speculative verdict
+    assert sum(isinstance(f, LLMContextFrame) for f in pushed) == 2

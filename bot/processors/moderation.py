@@ -113,10 +113,13 @@ class InputModerationGate(_Gate):
         self._last: tuple[str, Verdict] | None = None  # the last check, reused when the same turn comes again
 
     async def _verdict(self, text: str) -> Verdict:
+        """The verdict on ``text``; the last decision is reused for the same text (so a speculative check is
+        not repeated at the turn end). A fail-closed verdict (a backend failed or timed out) is no decision
+        on the text and is never reused: the next turn with the same words is checked again."""
         if self._last is not None and self._last[0] == text:
             return self._last[1]
         verdict = await check_text(self._moderator, text, "user", self._persona)
-        self._last = (text, verdict)
+        self._last = None if verdict.undecided else (text, verdict)
         return verdict
 
     async def gate(self, frame: Frame, direction: FrameDirection) -> None:
