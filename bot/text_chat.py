@@ -9,7 +9,9 @@ A text turn is checked like a voice turn: the user's message by input moderation
 (refused: the LLM is not asked and the persona's refusal is the reply), and the reply sentence by sentence
 before it is posted, exactly like speech before TTS: the first blocked sentence and everything after it
 are dropped and the refusal is posted in their place. If moderation cannot decide it blocks (fail-closed,
-:func:`bot.processors.moderation.check_text`). The context records what was actually posted.
+:func:`bot.processors.moderation.check_text`). With a ``post`` step (Discord: the message reply), the reply is
+posted inside the turn, in messages of at most ``max_chars`` (cut between sentences), and the turn record and
+the context hold only what was posted: a message that could not be posted (and the rest after it) was not said.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,32 @@ class TextReply:
     """What to post: the approved sentences, the refusal, or empty when the LLM failed (see ``error``)."""
     refused: bool = False
     error: str | None = None
+
+
+Post = Callable[[str], Awaitable[Any]]
+"""Posts one message where the user reads it (Discord: a reply); raises if it was not posted."""
+
+
+def pack_messages(pieces: list[str], max_chars: int | None) -> list[list[tuple[int, str]]]:
+    """``pieces`` (sentences) in messages of at most ``max_chars`` (joined with spaces), in order, nothing cut
+    off: a piece longer than a whole message is split at whitespace (with none, at the limit) over several.
+    Each message is a list of ``(index of the piece, its text or part)``."""
+    parts: list[tuple[int, str]] = []
+    for i, piece in enumerate(pieces):
+        while max_chars is not None and len(piece) > max_chars:
+            cut = piece.rfind(" ", 1, max_chars + 1)
+            cut = cut if cut > 0 else max_chars
+            parts.append((i, piece[:cut].rstrip()))
+            piece = piece[cut:].lstrip()
+        if piece:
+            parts.append((i, piece))
+    messages: list[list[tuple[int, str]]] = []
+    for part in parts:
+        if messages and (max_chars is None or len(" ".join(t for _, t in [*messages[-1], part])) <= max_chars):
+            messages[-1].append(part)
+        else:
+            messages.append([part])
+    return messages
 
 
 def _record(verdict: Any, text: str, index: int | None = None) -> dict[str, Any]:
@@ -81,7 +109,11 @@ class TextConversation:
             if moderator is not None:
                 await moderator.warmup()
 
-    async def ask(self, text: str, speaker: str = "user") -> TextReply:
+    async def ask(self, text: str, speaker: str = "user", *, post: Post | None = None,
+                  max_chars: int | None = None) -> TextReply:
+        """Answer ``text``. With ``post``, the reply is posted here (messages of at most ``max_chars``) and
+        only what was posted is recorded as said and added to the context; without it the caller shows
+        ``TextReply.text`` itself (a terminal)."""
         text = text.strip()
         if not text:
             raise VoicebotError("empty message: type something to say")
@@ -89,11 +121,35 @@ class TextConversation:
             turn = self.tracker.text_turn(speaker, text)
             self.tracker.emit("user.text", turn=turn.index, speaker=speaker, text=text)
             try:
-                return await self._answer(turn, text)
+                return await self._answer(turn, text, post, max_chars)
             finally:
                 self.tracker.finish_text_turn(turn)
 
-    async def _answer(self, turn: Turn, text: str) -> TextReply:
+    async def _post(self, turn: Turn, pieces: list[str], post: Post | None, max_chars: int | None
+                    ) -> tuple[list[str], int, str | None]:
+        """Post ``pieces``. Returns the texts posted (pieces, or parts of a long one) in order, how many of
+        ``pieces`` went out whole, and why the rest did not (None: all did)."""
+        if post is None:
+            return list(pieces), len(pieces), None
+        messages = pack_messages(pieces, max_chars)
+        last_message = {i: n for n, message in enumerate(messages) for i, _ in message}  # where each piece ends
+        posted: list[str] = []
+        whole = 0
+        for n, message in enumerate(messages):
+            try:
+                await post(" ".join(text for _, text in message))
+            except Exception as exc:  # noqa: BLE001 - Forbidden, HTTPException, network: not said
+                detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+                reason = f"could not post the reply ({type(exc).__name__}): {detail}"
+                turn.errors.append(reason)
+                self.tracker.emit("error", turn=turn.index, stage="post", message=reason)
+                return posted, whole, reason
+            posted.extend(text for _, text in message)
+            while whole < len(pieces) and last_message.get(whole, -1) <= n:
+                whole += 1
+        return posted, len(pieces), None
+
+    async def _answer(self, turn: Turn, text: str, post: Post | None, max_chars: int | None) -> TextReply:
         refusal = self.persona.refusal
         if self._input is not None:
             verdict = await check_text(self._input, text, "user", self.persona)
@@ -103,9 +159,11 @@ class TextConversation:
             if not verdict.allowed and self.settings.moderation.input.action == "refuse":
                 # As in the voice cascade: the LLM never sees the turn; the refusal is what the bot said.
                 turn.refused = True
-                turn.queued = [refusal]
-                self.context.add_message({"role": "assistant", "content": refusal})
-                return TextReply(turn, refusal, refused=True)
+                said, _, failed = await self._post(turn, [refusal], post, max_chars)
+                turn.queued = said
+                if said:
+                    self.context.add_message({"role": "assistant", "content": refusal})
+                return TextReply(turn, " ".join(said), refused=True, error=failed)
 
         user_message = {"role": "user", "content": text}
         started = time.monotonic()
@@ -134,6 +192,7 @@ class TextConversation:
         sentences = split_sentences(reply)
         turn.generated_sentences = sentences
         said: list[str] = []
+        approved: list[tuple[int, int, str]] = []  # (position in said, index, sentence): posted once they are
         for index, sentence in enumerate(sentences):
             if turn.refused:  # the rest of the reply after a blocked sentence is dropped, like speech before TTS
                 self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="dropped")
@@ -154,14 +213,21 @@ class TextConversation:
                     said.append(refusal)
                     self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="blocked")
                     continue
+            approved.append((len(said), index, sentence))
             said.append(sentence)
-            self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="posted")
-        turn.queued = said
-        posted = " ".join(said)
+        posted, whole, failed = await self._post(turn, said, post, max_chars)
+        text_posted = " ".join(posted)
+        for position, index, sentence in approved:
+            if position < whole:  # a sentence split over messages counts as posted only if all of it went out
+                self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="posted")
+            else:
+                self.tracker.emit("llm.sentence", turn=turn.index, index=index, text=sentence, fate="dropped",
+                                  reason=failed or "not posted")
+        turn.queued = posted
         self.context.add_message(user_message)
-        if posted:
-            self.context.add_message({"role": "assistant", "content": posted})
-        return TextReply(turn, posted, refused=turn.refused)
+        if text_posted:
+            self.context.add_message({"role": "assistant", "content": text_posted})
+        return TextReply(turn, text_posted, refused=turn.refused, error=failed)
 
     async def _complete(self, messages: list[dict[str, Any]]) -> tuple[str, float | None]:
         cfg = self.settings.llm

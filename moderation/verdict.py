@@ -80,6 +80,12 @@ class Verdict:
     def blocked(self) -> bool:
         return not self.allowed
 
+    @property
+    def undecided(self) -> bool:
+        """Blocked because a backend failed or timed out (fail-closed), not because the text was judged:
+        the same text checked again may well pass, so such a verdict must not be reused."""
+        return ERROR_CATEGORY in self.categories
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (floats rounded for readability)."""
         return {

@@ -317,3 +317,89 @@ def test_cli_discord_command_without_token(monkeypatch, tmp_path):
     # the config names the variable, never the token; `config show` masks nothing it doesn't have
     out = runner.invoke(cli, ["config", "show", "--set", "discord.token_env=MY_TOKEN"])
     assert out.exit_code == 0 and '"token_env": "MY_TOKEN"' in out.output and secret not in out.output
+
+
+# --------------------------------------------------------------------------- text replies: what was posted
+
+
+def text_session(settings_factory, script: list[str]):
+    """A channel session whose text turns are answered (scripted LLM, default moderation) into their own
+    context and turn tracker; Discord is the message's ``reply`` (an AsyncMock, the network boundary)."""
+    from pipecat.processors.aggregators.llm_context import LLMContext
+
+    from bot.discord.app import ChannelSession
+    from bot.text_chat import TextConversation
+    from bot.turns import AnchoredClock, TurnTracker
+
+    app = app_for(settings_factory, **{"llm.script": script})
+    guild = make_guild()
+    session = ChannelSession(app, make_channel(guild, FakeVoiceClient(guild)), app.settings, app.persona)
+    tracker = TurnTracker(AnchoredClock(), lambda: None, vad_start_secs=0.2, vad_stop_secs=0.2)
+    events: list[tuple[str, dict]] = []
+    tracker.emit = lambda kind, **data: events.append((kind, data))  # type: ignore[method-assign]
+    turns: list = []
+    tracker.turn_listeners.append(turns.append)
+    session.text = TextConversation(app.settings, app.persona, LLMContext(), tracker)
+    return session, turns, events
+
+
+def ask_in_discord(session, reply_mock) -> str | None:
+    from bot.discord.text import TextMessage
+
+    bob = member(222, "Bob")
+    message = SimpleNamespace(author=bob, reply=reply_mock)
+    return asyncio.run(session.answer_text(message, TextMessage(author_id=222, author_name="Bob", channel_id=10,
+                                                                text="tell me a long story")))
+
+
+def test_a_long_text_reply_is_posted_whole_in_several_messages(settings_factory):
+    sentences = [f"Sentence number {i} of a long and rather peaceful story about a quiet little garden."
+                 for i in range(40)]
+    answer = " ".join(sentences)
+    assert len(answer) > 3000
+    session, turns, _ = text_session(settings_factory, [answer])
+    reply = AsyncMock(return_value=SimpleNamespace(id=555))
+
+    posted = ask_in_discord(session, reply)
+
+    parts = [c.args[0] for c in reply.call_args_list]
+    assert len(parts) == 2 and all(len(p) <= 2000 for p in parts), [len(p) for p in parts]
+    assert " ".join(parts) == answer == posted  # nothing cut off, nothing lost between the messages
+    assert all(c.kwargs == {"mention_author": False} for c in reply.call_args_list)
+    (turn,) = turns
+    assert turn.spoken_text == answer
+    assert session.text.context.get_messages()[-1] == {"role": "assistant", "content": answer}
+
+
+def test_a_reply_that_could_not_be_posted_is_not_recorded_as_said(settings_factory):
+    session, turns, events = text_session(settings_factory, ["Paris is the capital of France."])
+    reply = AsyncMock(side_effect=RuntimeError("403 Forbidden (error code: 50013): Missing Permissions"))
+
+    posted = ask_in_discord(session, reply)
+
+    assert posted is None
+    (turn,) = turns
+    assert turn.spoken_text == "" and turn.queued == []
+    assert any("could not post the reply (RuntimeError)" in e for e in turn.errors), turn.errors
+    assert all(m["role"] != "assistant" for m in session.text.context.get_messages())  # the LLM won't think it said it
+    fates = [d["fate"] for kind, d in events if kind == "llm.sentence"]
+    assert fates == ["dropped"]
+    assert ("error", "post") in [(kind, d.get("stage")) for kind, d in events]
+
+
+def test_when_the_second_message_fails_only_the_first_is_recorded(settings_factory):
+    sentences = [f"Sentence number {i} of a long and rather peaceful story about a quiet little garden."
+                 for i in range(40)]
+    session, turns, events = text_session(settings_factory, [" ".join(sentences)])
+    reply = AsyncMock(side_effect=[SimpleNamespace(id=555), RuntimeError("503 Service Unavailable")])
+
+    posted = ask_in_discord(session, reply)
+
+    first = reply.call_args_list[0].args[0]
+    assert posted == first and len(first) <= 2000
+    (turn,) = turns
+    assert turn.spoken_text == first
+    assert session.text.context.get_messages()[-1] == {"role": "assistant", "content": first}
+    fates = [d["fate"] for kind, d in events if kind == "llm.sentence"]
+    n = len(first.split(". "))
+    assert fates == ["posted"] * n + ["dropped"] * (40 - n)

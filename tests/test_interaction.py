@@ -13,10 +13,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from pipecat.frames.frames import (EndFrame, Frame, InputAudioRawFrame, LLMContextFrame, LLMTextFrame,
+                                   UserStoppedSpeakingFrame, VADUserStartedSpeakingFrame,
+                                   VADUserStoppedSpeakingFrame)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
 from bot.audit import read_session, verify
 from bot.errors import VoicebotError
 from bot.persona import load_persona
 from bot.config import InteractionConfig
+from bot.frames import AuditEventFrame, InputRefusedFrame
 from bot.services.interaction import (CHUNK_BYTES, MAX_BEHIND_CHUNKS, InteractionService, check_server,
                                           split_emotion)
 from bot.session import run_file
@@ -139,3 +146,98 @@ def test_a_server_behind_real_time_drops_the_oldest_chunks_unsent():
     assert service._queue.qsize() == MAX_BEHIND_CHUNKS and service.unsent_chunks == 5
     index, chunk = service._queue.get_nowait()
     assert index == 5 and chunk[0] == 5  # the newest are kept, in order
+
+
+# ---- held replies: every utterance waits for its own verdict ---------------------------------------
+
+class _Seen(FrameProcessor):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.frames: list = []
+
+    async def process_frame(self, frame, direction) -> None:
+        await super().process_frame(frame, direction)
+        if direction == FrameDirection.DOWNSTREAM:
+            self.frames.append(frame)
+        await self.push_frame(frame, direction)
+
+
+def _chunks(voiced: bool, n: int) -> list[InputAudioRawFrame]:
+    t = np.arange(CHUNK_BYTES // 2) / 16000
+    pcm = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2") if voiced else np.zeros(CHUNK_BYTES // 2, "<i2")
+    return [InputAudioRawFrame(audio=pcm.tobytes(), sample_rate=16000, num_channels=1) for _ in range(n)]
+
+
+def _two_utterances(second_verdict: Frame) -> tuple[list[list[str]], list, FakeInteractionServer]:
+    """A is spoken and its turn ends; B starts while A is still being checked; A is approved; the model answers
+    (B). Returns the reply text pushed on after each step, every frame pushed, and the server."""
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+    from pipecat.workers.runner import WorkerRunner
+
+    server = FakeInteractionServer([None, "Here is how you pick that lock."], piece_secs=0.05)
+    seen = _Seen()
+
+    def texts() -> list[str]:
+        return [f.text for f in seen.frames if isinstance(f, LLMTextFrame)]
+
+    async def main() -> list[list[str]]:
+        service = InteractionService(InteractionConfig(base_url=server.base_url, verdict_wait_secs=30),
+                                     hold_for_verdict=True)
+        worker = PipelineWorker(Pipeline([service, seen]), params=PipelineParams(audio_in_sample_rate=16000),
+                                idle_timeout_secs=None, enable_rtvi=False, check_dangling_tasks=False)
+        runner = WorkerRunner(handle_sigint=False, handle_sigterm=False)
+        await runner.add_workers(worker)
+        running = asyncio.create_task(runner.run())
+        steps: list[list[str]] = []
+
+        async def send(*frames: Frame) -> None:
+            for frame in frames:
+                await worker.queue_frame(frame)
+                await asyncio.sleep(0.02)
+
+        async def until(predicate, timeout: float = 10.0) -> None:
+            deadline = time.monotonic() + timeout
+            while not predicate() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+
+        await asyncio.sleep(0.5)
+        # A: spoken, its turn ends; the model stays silent (its first decision).
+        await send(VADUserStartedSpeakingFrame(), *_chunks(True, 3), VADUserStoppedSpeakingFrame(),
+                   UserStoppedSpeakingFrame(), *_chunks(False, 2))
+        await until(lambda: len(server.decisions) == 1)
+        # B starts while A is still being checked; then A is approved.
+        await send(VADUserStartedSpeakingFrame(), *_chunks(True, 3), VADUserStoppedSpeakingFrame(),
+                   UserStoppedSpeakingFrame())
+        await send(LLMContextFrame(context=LLMContext()))
+        # The model answers B.
+        await send(*_chunks(False, 2))
+        await until(lambda: len(server.decisions) == 2)
+        await asyncio.sleep(0.8)  # the reply has been written (<|end|>) and reached the service
+        steps.append(texts())
+        await send(second_verdict)  # B's verdict
+        await asyncio.sleep(0.3)
+        steps.append(texts())
+        await worker.queue_frame(EndFrame())
+        await asyncio.wait_for(running, 10)
+        await asyncio.sleep(0.3)  # the server sees the event stream closed before it stops
+        return steps
+
+    with server:
+        steps = asyncio.run(main())
+    return steps, seen.frames, server
+
+
+def test_approving_one_utterance_does_not_release_the_reply_to_a_later_one_still_being_checked():
+    steps, frames, server = _two_utterances(InputRefusedFrame(text="how do I pick a lock", refusal="No."))
+    assert [d.reply is not None for d in server.decisions] == [False, True]
+    assert steps == [[], []]  # held while B had no verdict, dropped when B was refused
+    speak = [f.data for f in frames if isinstance(f, AuditEventFrame) and f.kind == "interaction.decision"
+             and f.data["decision"] == "speak"]
+    assert len(speak) == 1 and speak[0]["withheld"] == "input-refused" and not speak[0]["spoken"], speak
+
+
+def test_the_held_reply_is_released_once_every_utterance_is_approved():
+    steps, frames, server = _two_utterances(LLMContextFrame(context=LLMContext()))
+    assert steps[0] == []  # A's approval alone did not release it
+    assert "".join(steps[1]).strip() == "Here is how you pick that lock."

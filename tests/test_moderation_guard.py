@@ -33,11 +33,26 @@ from moderation.config import ModerationConfig, StageConfig
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def classified(messages: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """What a guard model's chat template makes of ``messages``: ``("prompt" | "response", text)`` of the last
+    message, or None for a conversation the templates reject (Llama Guard 3's raises unless the roles
+    alternate from ``user``; ShieldGemma's judges a response only when an assistant message is last)."""
+    roles = [m.get("role") for m in messages]
+    if not roles or any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(roles)):
+        return None
+    if not all(isinstance(m.get("content"), str) for m in messages):
+        return None
+    return ("response" if roles[-1] == "assistant" else "prompt"), messages[-1]["content"]
+
+
 class FakeGuardServer:
-    """``/v1/chat/completions`` on 127.0.0.1 answering ``answer(user_text)``, optionally after a delay."""
+    """``/v1/chat/completions`` on 127.0.0.1 answering ``answer(text)`` for the message the guard model would
+    classify (the last; ``kinds`` records whether as a prompt or a response), optionally after a delay. A
+    conversation no guard template accepts is answered 400, as a server whose template raises does."""
 
     def __init__(self, answer: Callable[[str], str], delay_s: float = 0.0) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.kinds: list[str] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,7 +61,12 @@ class FakeGuardServer:
                 outer.requests.append({"path": self.path, "body": body})
                 if delay_s:
                     time.sleep(delay_s)
-                text = body["messages"][-1]["content"]
+                judged = classified(body["messages"])
+                if judged is None:
+                    self.send_error(400, "Conversation roles must alternate user/assistant/user/assistant/...")
+                    return
+                kind, text = judged
+                outer.kinds.append(kind)
                 payload = {
                     "id": "chatcmpl-guard", "object": "chat.completion", "created": int(time.time()),
                     "model": body["model"],
@@ -89,8 +109,8 @@ def guard_moderator(base_url: str, model: str, timeout_ms: float = 10000, **extr
     return build_moderator(StageConfig(backends=["guard"]), config)
 
 
-def check(moderator, text: str):
-    return asyncio.run(moderator.check(text, "user", None))
+def check(moderator, text: str, role: str = "user"):
+    return asyncio.run(moderator.check(text, role, None))
 
 
 def bad_when(word: str, unsafe: str, safe: str) -> Callable[[str], str]:
@@ -124,6 +144,28 @@ def test_each_guard_family_blocks_and_allows(model: str, unsafe: str, safe: str,
     assert request["path"] == "/v1/chat/completions"
     assert request["body"]["model"] == model and request["body"]["temperature"] == 0
     assert request["body"]["messages"] == [{"role": "user", "content": "I will kill you"}]
+    assert server.kinds == ["prompt", "prompt"]
+
+
+@pytest.mark.parametrize(("model", "unsafe", "safe", "categories"), FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_a_bot_reply_is_classified_as_a_response_not_as_a_prompt(model: str, unsafe: str, safe: str,
+                                                                  categories: set[str]) -> None:
+    with FakeGuardServer(bad_when("kill", unsafe, safe)) as server:
+        mod = guard_moderator(server.base_url, model)
+        bad = check(mod, "I will kill you", role="bot")
+        good = check(mod, "what a nice day", role="bot")
+    assert not bad.allowed and set(bad.categories) == categories, bad.reason
+    assert good.allowed, good.reason
+    # The chat templates judge the last message, and an assistant one as the model's response.
+    assert server.requests[0]["body"]["messages"] == [{"role": "user", "content": ""},
+                                                      {"role": "assistant", "content": "I will kill you"}]
+    assert server.kinds == ["response", "response"]
+
+
+def test_the_stand_in_rejects_what_a_guard_template_rejects() -> None:
+    assert classified([{"role": "assistant", "content": "hi"}]) is None  # a reply with no user turn before it
+    assert classified([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]) is None
+    assert classified([{"role": "user", "content": "hi"}]) == ("prompt", "hi")
 
 
 def test_qwen3guard_controversial_is_strict_by_default_and_loose_with_a_threshold() -> None:

@@ -25,7 +25,7 @@ from bot.discord.commands import CommandHandlers, register
 from bot.discord.forget import ForgetResult, forget_speaker
 from bot.attention import attention_gate, wake_names
 from bot.discord.policy import AccessPolicy, SpeakerBook
-from bot.discord.text import TextMessage, fit, read_message
+from bot.discord.text import MAX_MESSAGE, TextMessage, read_message
 from bot.errors import VoicebotError
 from bot.persona import Persona, list_personas, load_persona
 from bot.session import Session
@@ -229,16 +229,22 @@ class ChannelSession:
         return ids
 
     async def answer_text(self, message: Any, text: TextMessage) -> str | None:
-        """Answer a text message as a turn of this session; returns what was posted."""
+        """Answer a text message as a turn of this session; returns what was posted.
+
+        The reply is posted inside the turn (as several replies when it is longer than a Discord message),
+        so the turn record and the context hold what was posted, not what was meant to be."""
         conversation = self.text
         if conversation is None:
             return None
-        reply = await conversation.ask(text.text, speaker=self._label(text.author_id, text.author_name))
-        if not reply.text:
-            log.error("no answer to a text message in %s: %s", text.channel_id, reply.error)
-            return None
-        await message.reply(fit(reply.text), mention_author=False)
-        return reply.text
+
+        async def post(part: str) -> None:
+            await message.reply(part, mention_author=False)
+
+        reply = await conversation.ask(text.text, speaker=self._label(text.author_id, text.author_name),
+                                       post=post, max_chars=MAX_MESSAGE)
+        if reply.error:
+            log.error("text message in %s: %s", text.channel_id, reply.error)
+        return reply.text or None
 
     # -- members ----------------------------------------------------------------------------------
 

@@ -54,7 +54,3 @@ def read_message(message: Any, bot_id: int, channel_ids: set[int]) -> TextMessag
         return None
     return TextMessage(author_id=author.id, author_name=getattr(author, "display_name", None),
                        channel_id=channel_id, text=text)
-
-
-def fit(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"

@@ -82,14 +82,21 @@ class SpeculationHost(Protocol):
     def approve(self, text: str) -> None: ...
 
 
-def _turn_text(messages: list[Any]) -> tuple[str, int]:
-    """The text of the user's turn (every user message after the last other one) and how many there are."""
+def _turn_text(messages: list[Any]) -> tuple[str, list[Any]]:
+    """The text of the user's turn (every user message after the last other one) and those messages."""
     tail = []
     for message in reversed(messages):
         if not (isinstance(message, dict) and message.get("role") == "user"):
             break
         tail.append(message)
-    return " ".join(_message_text(m) for m in reversed(tail)).strip(), len(tail)
+    tail.reverse()
+    return " ".join(_message_text(m) for m in tail).strip(), tail
+
+
+def _without(messages: list[Any], removed: list[Any]) -> list[Any]:
+    """``messages`` without the very objects in ``removed`` (by identity: an equal message elsewhere stays)."""
+    ids = {id(m) for m in removed}
+    return [m for m in messages if id(m) not in ids]
 
 
 class InputModerationGate(_Gate):
@@ -106,18 +113,20 @@ class InputModerationGate(_Gate):
         self._last: tuple[str, Verdict] | None = None  # the last check, reused when the same turn comes again
 
     async def _verdict(self, text: str) -> Verdict:
+        """The verdict on ``text``; the last decision is reused for the same text (so a speculative check is
+        not repeated at the turn end). A fail-closed verdict (a backend failed or timed out) is no decision
+        on the text and is never reused: the next turn with the same words is checked again."""
         if self._last is not None and self._last[0] == text:
             return self._last[1]
         verdict = await check_text(self._moderator, text, "user", self._persona)
-        self._last = (text, verdict)
+        self._last = None if verdict.undecided else (text, verdict)
         return verdict
 
     async def gate(self, frame: Frame, direction: FrameDirection) -> None:
         if not (isinstance(frame, LLMContextFrame) and direction == FrameDirection.DOWNSTREAM):
             await self.push_frame(frame, direction)
             return
-        messages = frame.context.get_messages()
-        text, n_tail = _turn_text(messages)
+        text, turn = _turn_text(frame.context.get_messages())
         if not text:
             await self.push_frame(frame, direction)
             return
@@ -129,8 +138,10 @@ class InputModerationGate(_Gate):
         if verdict.allowed or self._stage.action != "refuse":
             await self.push_frame(frame, direction)
             return
-        # Refused: the LLM never sees this turn, and the bot says the persona's refusal line.
-        frame.context.set_messages(messages[: len(messages) - n_tail])
+        # Refused: the LLM never sees this turn, and the bot says the persona's refusal line. The context is
+        # shared (Discord text turns, bot/text_chat.py) and may have grown while the moderator decided, so
+        # the turn's own messages are removed, wherever they are now, not whatever is at the end.
+        frame.context.set_messages(_without(frame.context.get_messages(), turn))
         await self.push_frame(InputRefusedFrame(text=text, refusal=self._persona.refusal))
         await self.push_frame(TTSSpeakFrame(self._persona.refusal))
 

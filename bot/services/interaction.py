@@ -23,7 +23,9 @@ With input moderation on (the default) or transcript processors placed (``Sessio
 Discord's reply gate), a reply that starts while user speech has no verdict yet is held until it has one:
 approval releases it; a refusal (the persona's refusal is spoken instead) or a turn the processors held back
 drops it, and so does no verdict within ``interaction.verdict_wait_secs`` of the end of that speech (fail
-closed).
+closed). Each user turn awaits its own verdict (:class:`_Utterance`, opened by the VAD, closed by the user
+aggregator's turn end; verdicts come in turn order): a reply is released only when every utterance heard
+so far is approved, so approving one utterance never releases a reply to a later one still being checked.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ import aiohttp
 from loguru import logger
 from pipecat.frames.frames import (CancelFrame, EndFrame, Frame, InputAudioRawFrame, LLMContextFrame,
                                    LLMFullResponseEndFrame, LLMFullResponseStartFrame, LLMTextFrame, StartFrame,
-                                   VADUserStartedSpeakingFrame, VADUserStoppedSpeakingFrame)
+                                   UserStartedSpeakingFrame, UserStoppedSpeakingFrame, VADUserStartedSpeakingFrame,
+                                   VADUserStoppedSpeakingFrame)
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -120,6 +123,14 @@ async def sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
             data.append(value[1:] if value.startswith(" ") else value)
 
 
+@dataclass
+class _Utterance:
+    """User speech (one user turn) waiting for its verdict."""
+
+    stopped: float | None = None
+    """When the speech last stopped (None while it goes on): no verdict ``verdict_wait_secs`` later fails closed."""
+
+
 class StreamLost(Exception):
     """The event stream ended or failed: reconnect."""
 
@@ -158,9 +169,10 @@ class InteractionService(FrameProcessor):
         self._silent_to = -1
         self._dropped_outside_reply = 0
         self._reply: _Reply | None = None
-        self._unresolved = False
-        """Input moderation: user speech began and has no verdict yet."""
-        self._unresolved_stop: float | None = None
+        self._unresolved: list[_Utterance] = []
+        """User turns with no verdict yet, oldest first (verdicts come in the same order)."""
+        self._open: _Utterance | None = None
+        """The user turn being spoken (not yet ended by the user aggregator): more speech belongs to it."""
         self._post_failing = False
         self.unsent_chunks = 0
         """Chunks dropped unsent because the server fell more than MAX_BEHIND_CHUNKS behind."""
@@ -194,10 +206,15 @@ class InteractionService(FrameProcessor):
                 await self._resolve("refused")
             elif isinstance(frame, UserTurnHeldFrame):
                 await self._resolve("held-back")  # a transcript processor let none of it through
-            elif isinstance(frame, VADUserStartedSpeakingFrame) and self._hold:
-                self._unresolved, self._unresolved_stop = True, None
-            elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._unresolved:
-                self._unresolved_stop = time.monotonic()
+            elif isinstance(frame, (VADUserStartedSpeakingFrame, UserStartedSpeakingFrame)) and self._hold:
+                self._speech_started()
+            elif isinstance(frame, VADUserStoppedSpeakingFrame) and self._open is not None:
+                self._open.stopped = time.monotonic()
+            elif isinstance(frame, UserStoppedSpeakingFrame) and self._open is not None:
+                # The user aggregator ended the turn: its verdict is on its way; speech after this is a new turn.
+                if self._open.stopped is None:
+                    self._open.stopped = time.monotonic()
+                self._open = None
         await self.push_frame(frame, direction)
 
     async def _start(self) -> None:
@@ -399,13 +416,29 @@ class InteractionService(FrameProcessor):
 
     # -- input verdict --------------------------------------------------------------------------------
 
-    async def _resolve(self, outcome: Literal["approved", "refused", "held-back", "no-verdict"]) -> None:
-        self._unresolved, self._unresolved_stop = False, None
+    def _speech_started(self) -> None:
+        if self._open is None:
+            self._open = _Utterance()
+            self._unresolved.append(self._open)
+        else:
+            self._open.stopped = None  # the same turn goes on
+
+    async def _resolve(self, outcome: Literal["approved", "refused", "held-back", "no-verdict"],
+                       utterance: _Utterance | None = None) -> None:
+        """The verdict on ``utterance`` (default: the oldest one waiting; verdicts come in turn order)."""
+        if utterance is None and self._unresolved:
+            utterance = self._unresolved[0]
+        if utterance is not None:
+            self._unresolved.remove(utterance)
+            if utterance is self._open:
+                self._open = None
         if outcome in ("refused", "held-back"):
             self._refused = (time.monotonic(), "input-refused" if outcome == "refused" else "held-back")
         reply = self._reply if self._reply is not None else (self._pending_end[0] if self._pending_end else None)
         if reply is None or reply.held is None:
             return
+        if outcome == "approved" and self._unresolved:
+            return  # the reply may answer speech still being checked: it stays held until that has its verdict
         held, reply.held = reply.held, None
         if outcome == "approved":
             for frame in held:
@@ -421,6 +454,8 @@ class InteractionService(FrameProcessor):
     async def _verdict_watch(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            if self._unresolved and self._unresolved_stop is not None and \
-                    time.monotonic() - self._unresolved_stop > self._cfg.verdict_wait_secs:
-                await self._resolve("no-verdict")
+            now = time.monotonic()
+            late = next((u for u in self._unresolved
+                         if u.stopped is not None and now - u.stopped > self._cfg.verdict_wait_secs), None)
+            if late is not None:
+                await self._resolve("no-verdict", late)

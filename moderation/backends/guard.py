@@ -1,9 +1,13 @@
 """``guard`` backend: an open guard model behind any OpenAI-compatible chat endpoint.
 
 Works with Ollama (``http://localhost:11434/v1``), vLLM, llama.cpp's server or any server speaking
-``POST /v1/chat/completions``. The text is sent as one user message (the server's chat template
-wraps it in the guard model's own prompt); ``temperature = 0``, a short ``max_tokens``, no retries,
-client timeout = ``moderation.timeout_ms``. Each model family answers in its own format, parsed by
+``POST /v1/chat/completions``. The server's chat template wraps the conversation in the guard model's own
+prompt and classifies its *last* message, so the shape says whose text it is (:func:`guard_messages`): a
+user's text is one user message (prompt classification); a bot reply is an assistant message after a user
+turn (response classification: Llama Guard 3 then judges the "Agent", ShieldGemma the "Chatbot Response",
+Qwen3Guard-Gen and Granite Guardian the assistant turn, each under its response policy). The user turn is
+empty: the check is per sentence and does not carry the prompt. ``temperature = 0``, a short
+``max_tokens``, no retries, client timeout = ``moderation.timeout_ms``. Each model family answers in its own format, parsed by
 :func:`parse_guard_output` and mapped onto voicebot's categories:
 
 * **Llama Guard 3** (1B/8B; ``llama-guard3`` in Ollama): ``safe`` or ``unsafe`` + a line of hazard
@@ -40,7 +44,7 @@ from typing import Any
 from moderation.base import Backend, BackendUnavailable, Scores
 
 __all__ = ["GuardBackend", "GuardFormat", "GuardFormatError", "GuardVerdict", "parse_guard_output",
-           "detect_format", "LLAMA_GUARD_CATEGORIES", "QWEN3GUARD_CATEGORIES"]
+           "detect_format", "guard_messages", "LLAMA_GUARD_CATEGORIES", "QWEN3GUARD_CATEGORIES"]
 
 
 class GuardFormat(str, Enum):
@@ -175,13 +179,28 @@ def detect_format(model: str) -> GuardFormat:
         "to llama_guard, shieldgemma, qwen3guard or granite_guardian")
 
 
+def guard_messages(text: str, role: str) -> list[dict[str, str]]:
+    """The conversation that asks a guard model about ``text`` said by ``role`` (``"user"`` or ``"bot"``).
+
+    Every supported family's chat template classifies the last message and tells a prompt from a response
+    by its role: Llama Guard 3 (``User`` vs ``Agent`` in its prompt; roles must alternate from ``user``),
+    ShieldGemma (``Human Question`` vs ``Chatbot Response``, only when an assistant message is last),
+    Qwen3Guard-Gen and Granite Guardian (``[user, assistant]`` for response moderation). So a reply is an
+    assistant message after a user turn; the user turn is empty, as the prompt is not part of the check."""
+    if role == "bot":
+        return [{"role": "user", "content": ""}, {"role": "assistant", "content": text}]
+    return [{"role": "user", "content": text}]
+
+
 def _warm_openai_types() -> None:
     """Build the client and response types once at load, so a first check does not pay for it."""
-    from openai import AsyncOpenAI
+    from openai import AsyncOpenAI, OpenAI  # noqa: F401 - AsyncOpenAI: import its module now
     from openai.types.chat import ChatCompletion
 
-    client = AsyncOpenAI(api_key="none", base_url="http://127.0.0.1:9/v1", max_retries=0)
-    _ = client.chat.completions.create  # the SDK imports its resources lazily, on first access
+    # The SDK imports its resources lazily, on first access; the sync and async resources share the modules.
+    # A sync client can be closed here (this runs in a worker thread, with no event loop to close an async one).
+    with OpenAI(api_key="none", base_url="http://127.0.0.1:9/v1", max_retries=0) as client:
+        _ = client.chat.completions.create
     ChatCompletion.model_validate({
         "id": "warmup", "object": "chat.completion", "created": 0, "model": "warmup",
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "safe"}}]})
@@ -235,7 +254,7 @@ class GuardBackend(Backend):
     async def score(self, text: str, role: str, persona: Any) -> Scores:
         try:
             response = await self._client().chat.completions.create(
-                model=self.model, messages=[{"role": "user", "content": text}],
+                model=self.model, messages=guard_messages(text, role),
                 temperature=0, max_tokens=self.max_tokens)
         except Exception as exc:  # noqa: BLE001 - re-raised as one line, key never included
             message = str(exc).replace(self._api_key, "***") if self._api_key != "none" else str(exc)
