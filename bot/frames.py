@@ -15,9 +15,10 @@ class ModerationVerdictFrame(SystemFrame):
     A system frame so that it is never dropped by an interruption: every decision reaches the audit log.
     """
 
-    stage: str = "output"
+    stage: Literal["input", "output"] = "output"
     text: str = ""
     verdict: dict[str, Any] = field(default_factory=dict)
+    """``Verdict.to_dict()``: the form the audit log stores."""
     index: int | None = None
     """output: the sentence's position in the reply (0-based)."""
 

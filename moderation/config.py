@@ -23,6 +23,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from moderation.verdict import StageAction
+
 BackendName = Literal["classifier", "blocklist", "guard", "profanity", "keywords", "detoxify", "openai"]
 """The moderation backends voicebot knows. See ``docs/moderation.md``."""
 
@@ -72,7 +74,7 @@ class StageConfig(BaseModel):
         default="any",
         description="'any': block if any backend blocks (safest); 'all': block only if every backend does.",
     )
-    action: Literal["refuse", "warn", "allow"] = Field(
+    action: StageAction = Field(
         default="refuse",
         description="On a block: 'refuse' replaces the text with the persona refusal, 'warn' logs and "
                     "lets it through, 'allow' only records the verdict.",

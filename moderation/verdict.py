@@ -6,7 +6,7 @@ Both serialise to plain dicts (``to_dict()``) for the audit log and ``voicebot m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["BackendResult", "Verdict", "ERROR_CATEGORY"]
 
@@ -52,6 +52,12 @@ class BackendResult:
         }
 
 
+StageAction = Literal["refuse", "warn", "allow"]
+"""What a stage does with a blocked text (``moderation.<stage>.action``)."""
+VerdictAction = Literal["allow", "refuse", "warn"]
+"""A verdict's ``action``: ``allow`` when the text passed, else its stage's :data:`StageAction`."""
+
+
 @dataclass
 class Verdict:
     """The moderation decision for one text.
@@ -68,7 +74,7 @@ class Verdict:
     """
 
     allowed: bool
-    action: str
+    action: VerdictAction
     categories: list[str] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
     backend: str = ""
