@@ -17,7 +17,7 @@ message also costs :data:`MESSAGE_OVERHEAD` tokens for the chat template's role 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,11 +78,11 @@ def openai_counter(model: str) -> TokenCounter:
 
 def message_text(message: Any) -> str:
     """The text of a chat message (string content, or the text parts of a list content)."""
-    content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
+    content = message.get("content") if isinstance(message, Mapping) else getattr(message, "content", None)
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
     return ""
 
 

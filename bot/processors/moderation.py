@@ -29,6 +29,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.utils.text.base_text_aggregator import TextType
 
+from bot.context_window import message_text
 from bot.frames import BotSentenceFrame, InputRefusedFrame, ModerationVerdictFrame
 from bot.persona import Persona
 from bot.processors.reply_chunks import ReplyChunks
@@ -43,15 +44,6 @@ async def check_text(moderator: Moderator, text: str, role: str, persona: Person
     except Exception as exc:  # the contract says check() never raises; fail closed if it does
         return Verdict(allowed=False, action="refuse", categories=["backend_error"],
                        reason=f"moderator raised {type(exc).__name__}: {exc}; failing closed")
-
-
-def _message_text(message: Any) -> str:
-    content = message.get("content") if isinstance(message, dict) else None
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
 
 
 class _Gate(FrameProcessor):
@@ -90,7 +82,7 @@ def _turn_text(messages: list[Any]) -> tuple[str, list[Any]]:
             break
         tail.append(message)
     tail.reverse()
-    return " ".join(_message_text(m) for m in tail).strip(), tail
+    return " ".join(message_text(m) for m in tail).strip(), tail
 
 
 def _without(messages: list[Any], removed: list[Any]) -> list[Any]:

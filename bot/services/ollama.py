@@ -21,6 +21,7 @@ from typing import Any
 from openai.types.chat import ChatCompletionChunk
 
 from bot.config import LLMConfig
+from bot.context_window import message_text
 from bot.errors import VoicebotError
 from bot.services.local_chat import chat_chunk
 
@@ -74,15 +75,6 @@ def model_options(cfg: LLMConfig) -> dict[str, Any]:
         raise VoicebotError(f"llm.options is not valid for Ollama: {str(exc).splitlines()[0]}") from None
 
 
-def _text(content: Any) -> str:
-    """An OpenAI message's content as Ollama's plain string (text parts joined)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
-    return ""
-
-
 def to_ollama_messages(messages: list[Any]) -> list[dict[str, str]]:
     """OpenAI-style chat messages (what pipecat's adapter produces) as Ollama messages. ``developer`` is
     sent as ``system``; tool messages don't occur in voicebot's conversations and are dropped."""
@@ -93,7 +85,7 @@ def to_ollama_messages(messages: list[Any]) -> list[dict[str, str]]:
         role = message.get("role")
         role = "system" if role == "developer" else role
         if role in ("system", "user", "assistant"):
-            out.append({"role": role, "content": _text(message.get("content"))})
+            out.append({"role": role, "content": message_text(message)})
     return out
 
 
