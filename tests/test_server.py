@@ -399,3 +399,34 @@ def test_a_session_that_falls_behind_drops_its_oldest_input(server):
     assert records and records[0]["data"]["source"] == "websocket" and 1.0 <= dropped <= 2.6, records
     metrics = get(server.base + "/metrics")[2]
     assert float(re.search(r"^voicebot_dropped_audio_seconds_total (\S+)", metrics, re.M).group(1)) >= 1.0
+
+
+def test_outbox_overflow_closes_with_its_reason_and_the_close_is_awaited():
+    """A client that stops reading fills the outbox: the session counts as closed at once (1008 with its
+    reason), and the close frame is sent by a task the transport keeps and awaits when the session ends,
+    not by a fire-and-forget task (which could be garbage-collected, and lost its errors)."""
+    from bot.transports.websocket import NORMAL, POLICY, CloseReason, Limits, WebsocketTransport
+
+    class StalledConn:
+        def __init__(self) -> None:
+            self.closes: list[tuple[int, str]] = []
+
+        async def close(self, code: int, reason: str) -> None:
+            await asyncio.sleep(0.05)
+            self.closes.append((code, reason))
+
+    async def go():
+        conn = StalledConn()
+        t = WebsocketTransport(conn, out_rate=24000, limits=Limits())
+        for i in range(600):  # the outbox holds 512
+            t.post_message("event", n=i)
+        closed_at_once = t.closed.is_set(), t.close_reason
+        outbox = t.output()._outbox
+        while not outbox.empty():
+            outbox.get_nowait().close()
+        await t.close(CloseReason(NORMAL, "session ended"))  # what the server does when the session ends
+        return conn, closed_at_once
+
+    conn, (closed, reason) = asyncio.run(go())
+    assert closed and reason is not None and reason.code == POLICY
+    assert conn.closes == [(POLICY, "client stopped reading: too many messages waiting to be sent")]
