@@ -430,3 +430,43 @@ def test_outbox_overflow_closes_with_its_reason_and_the_close_is_awaited():
     conn, (closed, reason) = asyncio.run(go())
     assert closed and reason is not None and reason.code == POLICY
     assert conn.closes == [(POLICY, "client stopped reading: too many messages waiting to be sent")]
+
+
+def raw_get(port: int, path: str, host: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """GET with exactly this Host header (as a DNS-rebound page's request carries its own name)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_tokenless_server_answers_only_loopback_host_names(server):
+    """DNS rebinding: a page at http://evil.example:PORT whose name now resolves to 127.0.0.1 sends
+    Host and Origin both evil.example:PORT, so comparing them proves nothing. Without a token the server
+    answers only requests addressed to localhost / a loopback address with its own port."""
+    port = server.address[1]
+    assert not server.server.token_required
+    ws = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    rebound = f"evil.example:{port}"
+    status, body = raw_get(port, "/ws", rebound, {**ws, "Origin": f"http://{rebound}"})
+    assert status == 421 and "host not allowed" in body and f"localhost:{port}" in body, (status, body)
+    for path in ("/", "/metrics", "/report/some-id"):
+        assert raw_get(port, path, rebound)[0] == 421, path
+    assert raw_get(port, "/", f"127.0.0.1:{port + 1}")[0] == 421  # a loopback name, but not our port
+    assert raw_get(port, "/", "localhost")[0] == 421  # port 80 implied
+    for good in (f"localhost:{port}", f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+        assert raw_get(port, "/", good)[0] == 200, good
+    # The browser's own page (Origin = http://localhost:PORT) still opens a session.
+    status, _ = raw_get(port, "/ws", f"localhost:{port}", {**ws, "Origin": f"http://localhost:{port}"})
+    assert status == 101
+    assert 'voicebot_refusals_total{reason="host"}' in get(server.base + "/metrics")[2]

@@ -72,6 +72,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def split_host(value: str) -> tuple[str | None, int | None]:
+    """``Host`` header -> (lower-case name without brackets, port or 80); (None, None) if malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if not rest else None)
+    else:
+        name, _, port = value.partition(":")
+    if not name or port is None or (port and not port.isdigit()):
+        return None, None
+    return name, int(port) if port else 80
+
+
 def _quiet_ws_logger() -> logging.Logger:
     """The websockets library logs every aborted handshake (browsers open and drop speculative connections)
     with a traceback; sessions report their own errors, so its log stays quiet."""
@@ -121,6 +134,7 @@ class VoicebotServer:
         """Audit dirs of ended sessions (their reports stay reachable), newest last, bounded."""
         self.draining = False
         self._server: Server | None = None
+        self._port: int | None = None
         self._persona_cache: dict[str, Persona] = {}
 
     @property
@@ -162,6 +176,7 @@ class VoicebotServer:
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
+        self._port = port
         return host, port
 
     async def drain(self) -> None:
@@ -217,6 +232,18 @@ class VoicebotServer:
             given = auth[7:].strip()
         return hmac.compare_digest(given.encode(), self._token)
 
+    def _host_ok(self, request: Request) -> bool:
+        """Without a token, only requests addressed to this machine by a loopback name are answered.
+
+        A tokenless server binds loopback, but a web page can still reach it by DNS rebinding: its own name
+        re-resolved to 127.0.0.1. Such a request carries the page's name in ``Host`` (and the same in
+        ``Origin``, so the origin check alone passes it); requiring ``Host`` to be localhost / a loopback
+        address with our port shuts that out."""
+        if self._token is not None:
+            return True
+        name, port = split_host(request.headers.get("Host", ""))
+        return name is not None and is_loopback(name) and port == (self._port or self.cfg.port)
+
     def _origin_ok(self, request: Request) -> bool:
         origin = request.headers.get("Origin")
         if origin is None:
@@ -237,6 +264,13 @@ class VoicebotServer:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         path, query = url.path, parse_qs(url.query)
+        if not self._host_ok(request):
+            self.metrics.refusals.labels("host").inc()
+            port = self._port or self.cfg.port
+            return self._response(http.HTTPStatus.MISDIRECTED_REQUEST,
+                                  f"host not allowed: without a token this server only answers requests to "
+                                  f"localhost:{port}, 127.0.0.1:{port} or [::1]:{port}; to serve other names, "
+                                  f"set a token in ${self.cfg.token_env}\n")
         if path == "/healthz":
             if self.draining:
                 return self._response(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
