@@ -470,3 +470,61 @@ def test_tokenless_server_answers_only_loopback_host_names(server):
     status, _ = raw_get(port, "/ws", f"localhost:{port}", {**ws, "Origin": f"http://localhost:{port}"})
     assert status == 101
     assert 'voicebot_refusals_total{reason="host"}' in get(server.base + "/metrics")[2]
+
+
+@pytest.fixture(scope="module")
+def long_session(tmp_path_factory) -> Path:
+    """An audit log with 80 turns of 20 s user and bot audio (noise: FLAC barely compresses it), ~100 MB."""
+    from bot.audit import AuditWriter
+    from test_audit import BOT_SR, HEADER, SR, noise, turn_data
+
+    w = AuditWriter.open(tmp_path_factory.mktemp("long-session"), HEADER, store_audio=True)
+    for n in range(1, 81):
+        w.record_turn(turn_data(n), user_audio=(noise(20.0, n), SR), bot_audio=(noise(20.0, 1000 + n, sr=BOT_SR), BOT_SR))
+    w.close()
+    return w.dir
+
+
+def test_building_a_report_does_not_stall_live_sessions(server, long_session):
+    """/report/<id> verifies the chain (hashing every clip) and base64-embeds the clips: for a long session
+    that is seconds of work, and it ran on the event loop that paces every session's audio. Now it runs
+    in a worker thread (the loop keeps ticking), and the page embeds a bounded amount of audio."""
+    from bot.audit.report import report_html
+    from bot.server.app import REPORT_AUDIO_BYTES
+
+    t0 = time.monotonic()
+    report_html(long_session)  # the whole report: what the old code built on the loop
+    whole = time.monotonic() - t0
+    assert whole > 0.6, f"the whole report took only {whole:.2f} s: too little work to show a stall"
+    server.server.finished["long-session"] = long_session
+    stop = threading.Event()
+
+    async def ticker() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        worst, ticks = 0.0, 0
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.01)
+            worst, ticks = max(worst, loop.time() - t - 0.01), ticks + 1
+        return worst, ticks
+
+    lag = asyncio.run_coroutine_threadsafe(ticker(), server.loop)
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(server.base + "/report/long-session", timeout=120) as r:
+            status, page = r.status, r.read()  # bytes: decoding 30 MB here would hold the GIL too
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        worst, ticks = lag.result(10)
+        server.server.finished.pop("long-session", None)
+    assert status == 200 and b"Turn 80" in page
+    # The old code blocked the loop for the whole build (`whole`, ~1 s here); allow for a loaded 2-core
+    # machine (a 30 MB string is still copied while holding the GIL a few times).
+    assert worst < 0.3, f"event loop stalled {worst:.2f} s while a {took:.2f} s report was built"
+    # Bounded: about REPORT_AUDIO_BYTES of clips (base64: 4/3) of the ~100 MB; the rest are named.
+    assert len(page) < REPORT_AUDIO_BYTES * 4 / 3 + 4_000_000
+    assert b"audio limit is used up" in page
+    print(f"\nwhole report {whole:.2f} s; served {took:.2f} s, {len(page) / 1e6:.1f} MB; worst loop lag "
+          f"{worst * 1000:.0f} ms over {ticks} ticks")

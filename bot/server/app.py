@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import http
 import ipaddress
@@ -60,6 +61,11 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 FORWARDED_EVENTS = {"user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
                     "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted", "error"}
 """Turn-tracker events sent to the client as ``{"type": "event", "kind": ..., ...}`` messages."""
+REPORT_AUDIO_BYTES = 24 * 1024 * 1024
+"""Audio embedded in one served ``/report`` page at most (later clips are named, not embedded): the page and
+the time to build it stay bounded however long the session ran. ``voicebot audit report`` writes it all."""
+REPORT_BUILDS = 2
+"""Reports built at the same time (each in a worker thread); more requests wait their turn."""
 
 
 def is_loopback(host: str) -> bool:
@@ -136,6 +142,7 @@ class VoicebotServer:
         self._server: Server | None = None
         self._port: int | None = None
         self._persona_cache: dict[str, Persona] = {}
+        self._report_slots = asyncio.Semaphore(REPORT_BUILDS)
 
     @property
     def token_required(self) -> bool:
@@ -161,6 +168,11 @@ class VoicebotServer:
         for name in ("input", "output"):
             if mod.stage(name).enabled:
                 asyncio.run(build_moderator(mod.stage(name), mod, name=name).warmup())
+        # The models and libraries just loaded are millions of long-lived objects: a full garbage collection
+        # traversing them took ~250 ms on 2 cores, holding the GIL (every session's audio stalled; a report
+        # build's allocations triggered one). Frozen, collections only look at what sessions allocate.
+        gc.collect()
+        gc.freeze()
 
     async def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port)."""
@@ -261,7 +273,9 @@ class VoicebotServer:
                            *(extra or [])])
         return Response(status.value, status.phrase, headers, body)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Every HTTP request, on the event loop that paces every session's audio: nothing here may block
+        (a report is built in a worker thread)."""
         url = urlsplit(request.path)
         path, query = url.path, parse_qs(url.query)
         if not self._host_ok(request):
@@ -291,7 +305,7 @@ class VoicebotServer:
         if path.startswith("/report/"):
             if not self._authorized(request, query):
                 return self._response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-            return self._report(path[len("/report/"):])
+            return await self._report(path[len("/report/"):])
         name = "index.html" if path == "/" else path.lstrip("/")
         target = STATIC / name
         if "/" not in name and target.suffix in STATIC_TYPES and target.is_file():
@@ -301,7 +315,7 @@ class VoicebotServer:
                                   [("Content-Security-Policy", csp)])
         return self._response(http.HTTPStatus.NOT_FOUND, "not found\n")
 
-    def _report(self, sid: str) -> Response:
+    async def _report(self, sid: str) -> Response:
         from bot.audit.report import report_html
 
         live = self.sessions.get(sid)
@@ -309,7 +323,11 @@ class VoicebotServer:
         if audit_dir is None:
             return self._response(http.HTTPStatus.NOT_FOUND, "no audit log for this session on this server\n")
         try:
-            page = report_html(audit_dir)
+            # Reading the log, verifying its chain (hashing every audio file) and base64-embedding the clips
+            # takes seconds for a long session: in a thread, or every live session's audio would stall.
+            async with self._report_slots:
+                page = await asyncio.to_thread(
+                    lambda: report_html(audit_dir, max_audio_bytes=REPORT_AUDIO_BYTES).encode())
         except (VoicebotError, OSError, ValueError) as exc:
             return self._response(http.HTTPStatus.INTERNAL_SERVER_ERROR, f"report unavailable: {exc}\n")
         return self._response(http.HTTPStatus.OK, page, "text/html; charset=utf-8")
