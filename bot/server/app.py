@@ -23,7 +23,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from bot.errors import VoicebotError
 from bot.persona import Persona, load_persona
 from bot.server.metrics import ServerMetrics
 from bot.session import Session
+from bot.signals import Stop
 from bot.transports.websocket import (
     GOING_AWAY,
     INTERNAL,
@@ -64,6 +64,8 @@ FORWARDED_EVENTS = {"user.started_speaking", "user.stopped_speaking", "stt.final
 REPORT_AUDIO_BYTES = 24 * 1024 * 1024
 """Audio embedded in one served ``/report`` page at most (later clips are named, not embedded): the page and
 the time to build it stay bounded however long the session ran. ``voicebot audit report`` writes it all."""
+SESSION_END_SECS = 1.2
+"""How long closed sessions get to end (pipeline cancelled, audit log closed) before the server moves on."""
 REPORT_BUILDS = 2
 """Reports built at the same time (each in a worker thread); more requests wait their turn."""
 
@@ -89,6 +91,16 @@ def split_host(value: str) -> tuple[str | None, int | None]:
     if not name or port is None or (port and not port.isdigit()):
         return None, None
     return name, int(port) if port else 80
+
+
+async def _each(items: list[Any], action, *, timeout: float) -> None:
+    """``action(item)`` for every item concurrently, for at most ``timeout`` (the rest are cancelled)."""
+    tasks = [asyncio.ensure_future(action(item)) for item in items]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
 
 
 def _quiet_ws_logger() -> logging.Logger:
@@ -191,46 +203,57 @@ class VoicebotServer:
         self._port = port
         return host, port
 
-    async def drain(self) -> None:
-        """Refuse new sessions; give running ones ``drain_secs`` to finish, then tell them to reconnect."""
+    def begin_drain(self) -> None:
+        """Refuse new sessions from now on (``/healthz`` 503, new connections 1012). Synchronous: the first
+        signal calls it from its handler, before anything else runs."""
         self.draining = True
         self.metrics.draining.set(1)
-        deadline = time.monotonic() + self.cfg.drain_secs
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for live in list(self.sessions.values()):
-            await live.transport.send_message("drain", reason="server restarting: reconnect")
-            await live.transport.close(CloseReason(RESTART, "server restarting: reconnect"))
-        while self.sessions:
-            await asyncio.sleep(0.05)
+
+    async def drain(self) -> None:
+        """Refuse new sessions, tell running ones to reconnect (a ``drain`` message), give them
+        ``drain_secs`` to finish, then close them (1012 "reconnect"). Every wait is bounded."""
+        self.begin_drain()
+        reconnect = "server restarting: reconnect"
+        await _each(list(self.sessions.values()), lambda live: live.transport.send_message(
+            "drain", reason=reconnect, within_secs=self.cfg.drain_secs), timeout=2.0)
+        await self._sessions_ended(self.cfg.drain_secs)
+        await _each(list(self.sessions.values()),
+                    lambda live: live.transport.close(CloseReason(RESTART, reconnect)), timeout=2.0)
+        await self._sessions_ended(SESSION_END_SECS)
 
     async def close(self) -> None:
-        """Stop listening; sessions still running are closed (1001) and given a few seconds to end."""
-        for live in list(self.sessions.values()):
-            await live.transport.close(CloseReason(GOING_AWAY, "server stopped"))
-        deadline = time.monotonic() + 10
+        """Stop at once: every session still running is closed (1001 "server stopped"; its pipeline is
+        cancelled and its audit log closed), then the listening socket. Bounded: about a second."""
+        self.begin_drain()
+        closing = [asyncio.ensure_future(live.transport.close(CloseReason(GOING_AWAY, "server stopped")))
+                   for live in list(self.sessions.values())]
+        await self._sessions_ended(SESSION_END_SECS)
+        for task in closing:
+            task.cancel()  # the sessions ended (or had their time): a client slow to answer the close frame is not waited for
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()  # websockets closes any connection left (1001) and waits for its handler: bounded here
+            await asyncio.wait({asyncio.ensure_future(server.wait_closed())}, timeout=0.5)
+
+    async def _sessions_ended(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
-    async def run(self, on_ready=None) -> None:
-        """Serve until SIGTERM/SIGINT, then drain and stop."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def run(self, stop: Stop, on_ready=None) -> None:
+        """Serve until ``stop`` is requested, then drain; run it with :func:`bot.signals.run_until_stopped`.
+
+        The first SIGINT/SIGTERM starts the drain (new sessions refused at once, clients told to reconnect,
+        ``drain_secs`` for them to finish); a second one cancels this coroutine, and every session still
+        running is closed at once with its audit log (``close``)."""
+        stop.on_request(lambda _signum: self.begin_drain())
         try:
             address = await self.start()
             if on_ready is not None:
                 on_ready(address)
-            await stop.wait()
+            await stop.requested.wait()
             await self.drain()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.close()
 
     # -- HTTP --------------------------------------------------------------------------------------
