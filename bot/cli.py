@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -12,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from bot.errors import VoicebotError
-from bot.signals import exit_code_for, finish, interrupted_by, run_until_stopped
+from bot.signals import Stop, exit_code_for, finish, interrupted_by, run_until_stopped
 from bot.signals import install as install_signal_handlers
 from bot.redact import redact_text
 
@@ -650,6 +649,11 @@ def discord_cmd(
     run_until_stopped(lambda stop: run_bot(settings, persona_obj, turn_listeners=[show]))
 
 
+SERVE_GRACE_MARGIN_SECS = 5.0
+"""``serve`` after the first signal: cancelled (every session closed at once) if the drain has not ended
+``drain_secs`` plus this long after the signal."""
+
+
 @app.command("serve")
 def serve_cmd(
     host: Annotated[Optional[str], typer.Option("--host", help="Address to bind (server.host); anything but "
@@ -664,7 +668,8 @@ def serve_cmd(
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve many voice sessions in one process: WebSocket /ws (pipecat protobuf frames), the browser
-    client at /, /healthz and /metrics (see docs/server.md). SIGTERM drains."""
+    client at /, /healthz and /metrics (see docs/server.md). SIGINT/SIGTERM drains (drain_secs); a second
+    signal closes every session at once."""
     _setup_logging(verbose)
     from bot.server import VoicebotServer
     from pipelines import mode_for
@@ -683,8 +688,22 @@ def serve_cmd(
         typer.echo(f"listening on http://{shown}:{p}/ (WebSocket ws://{shown}:{p}/ws)"
                    + (f"; token required (${settings.server.token_env})" if server.token_required else ""))
 
-    asyncio.run(server.run(on_ready=ready))
-    typer.echo("drained and stopped", err=True)
+    def draining(signum: int) -> None:
+        n = len(server.sessions)
+        typer.echo(f"{signal.Signals(signum).name}: draining; new sessions are refused, {n} running "
+                   f"session(s) told to reconnect and closed within {settings.server.drain_secs:g} s. "
+                   "Signal again (Ctrl-C) to close them now.", err=True)
+
+    # The first SIGINT/SIGTERM drains (bounded by drain_secs), a second closes every session at once, a
+    # third exits without closing anything (bot/signals.py). The grace period is only a backstop: the drain
+    # ends on its own well within it.
+    stop = Stop()
+    stop.on_request(draining)
+    run_until_stopped(lambda s: server.run(s, on_ready=ready), stop=stop,
+                      grace_secs=settings.server.drain_secs + SERVE_GRACE_MARGIN_SECS)
+    typer.echo(f"drained and stopped ({signal.Signals(stop.signum).name})" if stop.signum else "stopped",
+               err=True)
+    raise typer.Exit(stop.exit_code)
 
 
 def main() -> None:

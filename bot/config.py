@@ -322,8 +322,9 @@ class ServerConfig(_Section):
                                      description="A client that does not take sent data for this long (stopped "
                                                  "reading) has its session ended (1008).")
     drain_secs: float = Field(default=30.0, ge=0, le=3600,
-                              description="On SIGTERM: refuse new sessions, let running ones go on this long, "
-                                          "then close them with 1012 (reconnect).")
+                              description="On SIGTERM/SIGINT: refuse new sessions, tell running ones to "
+                                          "reconnect and let them go on at most this long, then close them "
+                                          "with 1012 (reconnect). A second signal closes them at once.")
 
 
 class AttentionConfig(_Section):

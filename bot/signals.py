@@ -15,7 +15,9 @@ What happens on a signal while ``my_async_main`` runs:
   audit log with ``session.end`` (reason ``interrupted``) and ``run_file`` still writes the reply. With a
   grace period the command may stop on its own (a live session ends its pipeline with an EndFrame) and is
   cancelled only if it has not returned when the grace period is over. Either way a session is over within
-  :data:`STOP_WITHIN_SECS`.
+  :data:`STOP_WITHIN_SECS`. The one exception is ``serve``, whose first signal starts a drain (new sessions
+  refused, clients told to reconnect) of at most ``server.drain_secs``, its grace period plus a margin;
+  a second signal ends it as below.
 * **second signal**: cancelled at once.
 * **third signal**: ``os._exit`` at once, without closing anything (for a process that is truly stuck).
 

@@ -366,7 +366,7 @@ def test_serve_command_one_line_errors_and_sigterm_drain(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == 143, err[-2000:]  # SIGTERM: 128 + 15, like every command
     assert c.log.close_code == 1012 and "reconnect" in c.log.close_reason
     assert env["VOICEBOT_TOKEN"] not in out + err
 
@@ -399,3 +399,132 @@ def test_a_session_that_falls_behind_drops_its_oldest_input(server):
     assert records and records[0]["data"]["source"] == "websocket" and 1.0 <= dropped <= 2.6, records
     metrics = get(server.base + "/metrics")[2]
     assert float(re.search(r"^voicebot_dropped_audio_seconds_total (\S+)", metrics, re.M).group(1)) >= 1.0
+
+
+def test_outbox_overflow_closes_with_its_reason_and_the_close_is_awaited():
+    """A client that stops reading fills the outbox: the session counts as closed at once (1008 with its
+    reason), and the close frame is sent by a task the transport keeps and awaits when the session ends,
+    not by a fire-and-forget task (which could be garbage-collected, and lost its errors)."""
+    from bot.transports.websocket import NORMAL, POLICY, CloseReason, Limits, WebsocketTransport
+
+    class StalledConn:
+        def __init__(self) -> None:
+            self.closes: list[tuple[int, str]] = []
+
+        async def close(self, code: int, reason: str) -> None:
+            await asyncio.sleep(0.05)
+            self.closes.append((code, reason))
+
+    async def go():
+        conn = StalledConn()
+        t = WebsocketTransport(conn, out_rate=24000, limits=Limits())
+        for i in range(600):  # the outbox holds 512
+            t.post_message("event", n=i)
+        closed_at_once = t.closed.is_set(), t.close_reason
+        outbox = t.output()._outbox
+        while not outbox.empty():
+            outbox.get_nowait().close()
+        await t.close(CloseReason(NORMAL, "session ended"))  # what the server does when the session ends
+        return conn, closed_at_once
+
+    conn, (closed, reason) = asyncio.run(go())
+    assert closed and reason is not None and reason.code == POLICY
+    assert conn.closes == [(POLICY, "client stopped reading: too many messages waiting to be sent")]
+
+
+def raw_get(port: int, path: str, host: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    """GET with exactly this Host header (as a DNS-rebound page's request carries its own name)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read().decode()
+    finally:
+        conn.close()
+
+
+def test_tokenless_server_answers_only_loopback_host_names(server):
+    """DNS rebinding: a page at http://evil.example:PORT whose name now resolves to 127.0.0.1 sends
+    Host and Origin both evil.example:PORT, so comparing them proves nothing. Without a token the server
+    answers only requests addressed to localhost / a loopback address with its own port."""
+    port = server.address[1]
+    assert not server.server.token_required
+    ws = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    rebound = f"evil.example:{port}"
+    status, body = raw_get(port, "/ws", rebound, {**ws, "Origin": f"http://{rebound}"})
+    assert status == 421 and "host not allowed" in body and f"localhost:{port}" in body, (status, body)
+    for path in ("/", "/metrics", "/report/some-id"):
+        assert raw_get(port, path, rebound)[0] == 421, path
+    assert raw_get(port, "/", f"127.0.0.1:{port + 1}")[0] == 421  # a loopback name, but not our port
+    assert raw_get(port, "/", "localhost")[0] == 421  # port 80 implied
+    for good in (f"localhost:{port}", f"127.0.0.1:{port}", f"LOCALHOST:{port}"):
+        assert raw_get(port, "/", good)[0] == 200, good
+    # The browser's own page (Origin = http://localhost:PORT) still opens a session.
+    status, _ = raw_get(port, "/ws", f"localhost:{port}", {**ws, "Origin": f"http://localhost:{port}"})
+    assert status == 101
+    assert 'voicebot_refusals_total{reason="host"}' in get(server.base + "/metrics")[2]
+
+
+@pytest.fixture(scope="module")
+def long_session(tmp_path_factory) -> Path:
+    """An audit log with 80 turns of 20 s user and bot audio (noise: FLAC barely compresses it), ~100 MB."""
+    from bot.audit import AuditWriter
+    from test_audit import BOT_SR, HEADER, SR, noise, turn_data
+
+    w = AuditWriter.open(tmp_path_factory.mktemp("long-session"), HEADER, store_audio=True)
+    for n in range(1, 81):
+        w.record_turn(turn_data(n), user_audio=(noise(20.0, n), SR), bot_audio=(noise(20.0, 1000 + n, sr=BOT_SR), BOT_SR))
+    w.close()
+    return w.dir
+
+
+def test_building_a_report_does_not_stall_live_sessions(server, long_session):
+    """/report/<id> verifies the chain (hashing every clip) and base64-embeds the clips: for a long session
+    that is seconds of work, and it ran on the event loop that paces every session's audio. Now it runs
+    in a worker thread (the loop keeps ticking), and the page embeds a bounded amount of audio."""
+    from bot.audit.report import report_html
+    from bot.server.app import REPORT_AUDIO_BYTES
+
+    t0 = time.monotonic()
+    report_html(long_session)  # the whole report: what the old code built on the loop
+    whole = time.monotonic() - t0
+    assert whole > 0.6, f"the whole report took only {whole:.2f} s: too little work to show a stall"
+    server.server.finished["long-session"] = long_session
+    stop = threading.Event()
+
+    async def ticker() -> tuple[float, int]:
+        loop = asyncio.get_running_loop()
+        worst, ticks = 0.0, 0
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.01)
+            worst, ticks = max(worst, loop.time() - t - 0.01), ticks + 1
+        return worst, ticks
+
+    lag = asyncio.run_coroutine_threadsafe(ticker(), server.loop)
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        with urllib.request.urlopen(server.base + "/report/long-session", timeout=120) as r:
+            status, page = r.status, r.read()  # bytes: decoding 30 MB here would hold the GIL too
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        worst, ticks = lag.result(10)
+        server.server.finished.pop("long-session", None)
+    assert status == 200 and b"Turn 80" in page
+    # The old code blocked the loop for the whole build (`whole`, ~1 s here); allow for a loaded 2-core
+    # machine (a 30 MB string is still copied while holding the GIL a few times).
+    assert worst < 0.3, f"event loop stalled {worst:.2f} s while a {took:.2f} s report was built"
+    # Bounded: about REPORT_AUDIO_BYTES of clips (base64: 4/3) of the ~100 MB; the rest are named.
+    assert len(page) < REPORT_AUDIO_BYTES * 4 / 3 + 4_000_000
+    assert b"audio limit is used up" in page
+    print(f"\nwhole report {whole:.2f} s; served {took:.2f} s, {len(page) / 1e6:.1f} MB; worst loop lag "
+          f"{worst * 1000:.0f} ms over {ticks} ticks")

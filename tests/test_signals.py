@@ -167,3 +167,91 @@ def test_run_input_ends_cleanly_on_either_signal(tmp_path, long_question, sig):
     last = json.loads((session / "events.jsonl").read_text().strip().splitlines()[-1])
     assert last["type"] == "session.end" and last["data"]["reason"] == "interrupted"
     print(f"\n{signal.Signals(sig).name} -> exit {proc.returncode} in {elapsed:.2f} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_drains_on_the_first_signal_and_stops_at_once_on_the_second(tmp_path, sig):
+    """`voicebot serve` with a client that never leaves (it keeps streaming its mic) and the default 30 s
+    drain: the first signal starts the drain at once (the client is told to reconnect, /healthz turns 503,
+    new sessions are refused), the second closes the session at once: the process exits 143 (SIGTERM) or
+    130 (SIGINT) within a few seconds and the session's audit log is closed and verifies."""
+    import asyncio
+    import re
+    import urllib.error
+    import urllib.request
+
+    from bot.audit import verify
+    from bot.server.client import VoiceClient
+
+    audits = tmp_path / "audits"
+    proc = _voicebot(["serve", "--port", "0", "--set", f"audit.dir={audits}", "--set", "llm.provider=scripted",
+                      "--set", 'llm.script=["Paris is the capital of France."]'], tmp_path)
+    assert proc.stdout is not None
+    found: list[int] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            m = re.search(r"listening on http://[^:]+:(\d+)/", line)
+            if m:
+                found.append(int(m.group(1)))
+                listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def healthz(port: int) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    async def go(port: int):
+        c = await VoiceClient(f"ws://127.0.0.1:{port}/ws").connect()
+        await c.wait_session()
+
+        async def mic() -> None:  # the client never hangs up
+            while not c.closed.is_set():
+                await c.send_silence(0.2)
+
+        streaming = asyncio.create_task(mic())
+        await asyncio.sleep(0.5)
+        proc.send_signal(sig)
+        deadline = time.monotonic() + 5
+        while not c.log.of_type("drain") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        health = await asyncio.to_thread(healthz, port)
+        late = await VoiceClient(f"ws://127.0.0.1:{port}/ws").connect()
+        await asyncio.wait_for(late.closed.wait(), 10)
+        still_open = not c.closed.is_set()
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        await asyncio.wait_for(c.closed.wait(), 10)
+        streaming.cancel()
+        return c, late, health, still_open, t0
+
+    try:
+        assert listening.wait(180), proc.stderr.read() if proc.poll() is not None else "not listening"
+        c, late, health, still_open, t0 = asyncio.run(go(found[0]))
+        proc.wait(timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    # First signal: drain started at once.
+    assert c.log.of_type("drain") and "reconnect" in c.log.of_type("drain")[0]["reason"], c.log.messages[-3:]
+    assert health == 503
+    assert late.log.close_code == 1012, (late.log.close_code, late.log.close_reason)
+    assert still_open  # the 30 s drain was running: the client was not thrown out yet
+    # Second signal: everything closed at once, conventional exit code, no traceback.
+    assert c.log.close_code == 1001 and "server stopped" in c.log.close_reason, (c.log.close_code, c.log.close_reason)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert elapsed < 4.0, f"exited {elapsed:.2f} s after the second {signal.Signals(sig).name}"
+    assert "Traceback" not in err and "draining" in err and f"stopped ({signal.Signals(sig).name})" in err, err[-2000:]
+    (session,) = audits.iterdir()
+    result = verify(session)
+    assert result.ok and result.ended, result.summary()
+    last = json.loads((session / "events.jsonl").read_text().strip().splitlines()[-1])
+    assert last["type"] == "session.end", last
+    print(f"\nsecond {signal.Signals(sig).name} -> exit {proc.returncode} in {elapsed:.2f} s")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import http
 import ipaddress
 import logging
 import os
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from bot.errors import VoicebotError
 from bot.persona import Persona, load_persona
 from bot.server.metrics import ServerMetrics
 from bot.session import Session
+from bot.signals import Stop
 from bot.transports.websocket import (
     GOING_AWAY,
     INTERNAL,
@@ -60,6 +61,13 @@ STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; ch
 FORWARDED_EVENTS = {"user.started_speaking", "user.stopped_speaking", "stt.final", "moderation.verdict",
                     "llm.sentence", "bot.started_speaking", "bot.stopped_speaking", "bot.interrupted", "error"}
 """Turn-tracker events sent to the client as ``{"type": "event", "kind": ..., ...}`` messages."""
+REPORT_AUDIO_BYTES = 24 * 1024 * 1024
+"""Audio embedded in one served ``/report`` page at most (later clips are named, not embedded): the page and
+the time to build it stay bounded however long the session ran. ``voicebot audit report`` writes it all."""
+SESSION_END_SECS = 1.2
+"""How long closed sessions get to end (pipeline cancelled, audit log closed) before the server moves on."""
+REPORT_BUILDS = 2
+"""Reports built at the same time (each in a worker thread); more requests wait their turn."""
 
 
 def is_loopback(host: str) -> bool:
@@ -70,6 +78,29 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def split_host(value: str) -> tuple[str | None, int | None]:
+    """``Host`` header -> (lower-case name without brackets, port or 80); (None, None) if malformed."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ("" if not rest else None)
+    else:
+        name, _, port = value.partition(":")
+    if not name or port is None or (port and not port.isdigit()):
+        return None, None
+    return name, int(port) if port else 80
+
+
+async def _each(items: list[Any], action, *, timeout: float) -> None:
+    """``action(item)`` for every item concurrently, for at most ``timeout`` (the rest are cancelled)."""
+    tasks = [asyncio.ensure_future(action(item)) for item in items]
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
 
 
 def _quiet_ws_logger() -> logging.Logger:
@@ -121,7 +152,9 @@ class VoicebotServer:
         """Audit dirs of ended sessions (their reports stay reachable), newest last, bounded."""
         self.draining = False
         self._server: Server | None = None
+        self._port: int | None = None
         self._persona_cache: dict[str, Persona] = {}
+        self._report_slots = asyncio.Semaphore(REPORT_BUILDS)
 
     @property
     def token_required(self) -> bool:
@@ -147,6 +180,11 @@ class VoicebotServer:
         for name in ("input", "output"):
             if mod.stage(name).enabled:
                 asyncio.run(build_moderator(mod.stage(name), mod, name=name).warmup())
+        # The models and libraries just loaded are millions of long-lived objects: a full garbage collection
+        # traversing them took ~250 ms on 2 cores, holding the GIL (every session's audio stalled; a report
+        # build's allocations triggered one). Frozen, collections only look at what sessions allocate.
+        gc.collect()
+        gc.freeze()
 
     async def start(self) -> tuple[str, int]:
         """Listen; returns the bound (host, port)."""
@@ -162,48 +200,60 @@ class VoicebotServer:
         )
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
+        self._port = port
         return host, port
 
-    async def drain(self) -> None:
-        """Refuse new sessions; give running ones ``drain_secs`` to finish, then tell them to reconnect."""
+    def begin_drain(self) -> None:
+        """Refuse new sessions from now on (``/healthz`` 503, new connections 1012). Synchronous: the first
+        signal calls it from its handler, before anything else runs."""
         self.draining = True
         self.metrics.draining.set(1)
-        deadline = time.monotonic() + self.cfg.drain_secs
-        while self.sessions and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        for live in list(self.sessions.values()):
-            await live.transport.send_message("drain", reason="server restarting: reconnect")
-            await live.transport.close(CloseReason(RESTART, "server restarting: reconnect"))
-        while self.sessions:
-            await asyncio.sleep(0.05)
+
+    async def drain(self) -> None:
+        """Refuse new sessions, tell running ones to reconnect (a ``drain`` message), give them
+        ``drain_secs`` to finish, then close them (1012 "reconnect"). Every wait is bounded."""
+        self.begin_drain()
+        reconnect = "server restarting: reconnect"
+        await _each(list(self.sessions.values()), lambda live: live.transport.send_message(
+            "drain", reason=reconnect, within_secs=self.cfg.drain_secs), timeout=2.0)
+        await self._sessions_ended(self.cfg.drain_secs)
+        await _each(list(self.sessions.values()),
+                    lambda live: live.transport.close(CloseReason(RESTART, reconnect)), timeout=2.0)
+        await self._sessions_ended(SESSION_END_SECS)
 
     async def close(self) -> None:
-        """Stop listening; sessions still running are closed (1001) and given a few seconds to end."""
-        for live in list(self.sessions.values()):
-            await live.transport.close(CloseReason(GOING_AWAY, "server stopped"))
-        deadline = time.monotonic() + 10
+        """Stop at once: every session still running is closed (1001 "server stopped"; its pipeline is
+        cancelled and its audit log closed), then the listening socket. Bounded: about a second."""
+        self.begin_drain()
+        closing = [asyncio.ensure_future(live.transport.close(CloseReason(GOING_AWAY, "server stopped")))
+                   for live in list(self.sessions.values())]
+        await self._sessions_ended(SESSION_END_SECS)
+        for task in closing:
+            task.cancel()  # the sessions ended (or had their time): a client slow to answer the close frame is not waited for
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()  # websockets closes any connection left (1001) and waits for its handler: bounded here
+            await asyncio.wait({asyncio.ensure_future(server.wait_closed())}, timeout=0.5)
+
+    async def _sessions_ended(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         while self.sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
 
-    async def run(self, on_ready=None) -> None:
-        """Serve until SIGTERM/SIGINT, then drain and stop."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def run(self, stop: Stop, on_ready=None) -> None:
+        """Serve until ``stop`` is requested, then drain; run it with :func:`bot.signals.run_until_stopped`.
+
+        The first SIGINT/SIGTERM starts the drain (new sessions refused at once, clients told to reconnect,
+        ``drain_secs`` for them to finish); a second one cancels this coroutine, and every session still
+        running is closed at once with its audit log (``close``)."""
+        stop.on_request(lambda _signum: self.begin_drain())
         try:
             address = await self.start()
             if on_ready is not None:
                 on_ready(address)
-            await stop.wait()
+            await stop.requested.wait()
             await self.drain()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.remove_signal_handler(sig)
             await self.close()
 
     # -- HTTP --------------------------------------------------------------------------------------
@@ -216,6 +266,18 @@ class VoicebotServer:
         if auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         return hmac.compare_digest(given.encode(), self._token)
+
+    def _host_ok(self, request: Request) -> bool:
+        """Without a token, only requests addressed to this machine by a loopback name are answered.
+
+        A tokenless server binds loopback, but a web page can still reach it by DNS rebinding: its own name
+        re-resolved to 127.0.0.1. Such a request carries the page's name in ``Host`` (and the same in
+        ``Origin``, so the origin check alone passes it); requiring ``Host`` to be localhost / a loopback
+        address with our port shuts that out."""
+        if self._token is not None:
+            return True
+        name, port = split_host(request.headers.get("Host", ""))
+        return name is not None and is_loopback(name) and port == (self._port or self.cfg.port)
 
     def _origin_ok(self, request: Request) -> bool:
         origin = request.headers.get("Origin")
@@ -234,9 +296,18 @@ class VoicebotServer:
                            *(extra or [])])
         return Response(status.value, status.phrase, headers, body)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Every HTTP request, on the event loop that paces every session's audio: nothing here may block
+        (a report is built in a worker thread)."""
         url = urlsplit(request.path)
         path, query = url.path, parse_qs(url.query)
+        if not self._host_ok(request):
+            self.metrics.refusals.labels("host").inc()
+            port = self._port or self.cfg.port
+            return self._response(http.HTTPStatus.MISDIRECTED_REQUEST,
+                                  f"host not allowed: without a token this server only answers requests to "
+                                  f"localhost:{port}, 127.0.0.1:{port} or [::1]:{port}; to serve other names, "
+                                  f"set a token in ${self.cfg.token_env}\n")
         if path == "/healthz":
             if self.draining:
                 return self._response(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
@@ -257,7 +328,7 @@ class VoicebotServer:
         if path.startswith("/report/"):
             if not self._authorized(request, query):
                 return self._response(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-            return self._report(path[len("/report/"):])
+            return await self._report(path[len("/report/"):])
         name = "index.html" if path == "/" else path.lstrip("/")
         target = STATIC / name
         if "/" not in name and target.suffix in STATIC_TYPES and target.is_file():
@@ -267,7 +338,7 @@ class VoicebotServer:
                                   [("Content-Security-Policy", csp)])
         return self._response(http.HTTPStatus.NOT_FOUND, "not found\n")
 
-    def _report(self, sid: str) -> Response:
+    async def _report(self, sid: str) -> Response:
         from bot.audit.report import report_html
 
         live = self.sessions.get(sid)
@@ -275,7 +346,11 @@ class VoicebotServer:
         if audit_dir is None:
             return self._response(http.HTTPStatus.NOT_FOUND, "no audit log for this session on this server\n")
         try:
-            page = report_html(audit_dir)
+            # Reading the log, verifying its chain (hashing every audio file) and base64-embedding the clips
+            # takes seconds for a long session: in a thread, or every live session's audio would stall.
+            async with self._report_slots:
+                page = await asyncio.to_thread(
+                    lambda: report_html(audit_dir, max_audio_bytes=REPORT_AUDIO_BYTES).encode())
         except (VoicebotError, OSError, ValueError) as exc:
             return self._response(http.HTTPStatus.INTERNAL_SERVER_ERROR, f"report unavailable: {exc}\n")
         return self._response(http.HTTPStatus.OK, page, "text/html; charset=utf-8")

@@ -21,6 +21,7 @@ from typing import Any
 
 import websockets
 from google.protobuf.message import DecodeError
+from loguru import logger
 from pipecat.frames.frames import (
     CancelFrame,
     EndFrame,
@@ -113,6 +114,8 @@ class WebsocketTransport(BaseTransport):
         self._input = WebsocketInputTransport(self, self._params, name="ws-input")
         self._output = WebsocketOutputTransport(self, self._params, name="ws-output")
         self._send_lock = asyncio.Lock()
+        self._closing: asyncio.Task | None = None
+        """The close started from synchronous code (:meth:`close_soon`); :meth:`close` awaits it."""
 
     def input(self) -> WebsocketInputTransport:
         return self._input
@@ -171,10 +174,31 @@ class WebsocketTransport(BaseTransport):
         first = self.close_reason is None
         self._mark_closed(reason)
         if first:
-            try:
-                await asyncio.wait_for(self.conn.close(reason.code, reason.reason), timeout=2.0)
-            except (TimeoutError, websockets.ConnectionClosed, OSError):
-                pass
+            await self._send_close(reason)
+        elif self._closing is not None:
+            # A close started from synchronous code is still sending its close frame: it is part of this
+            # connection's end (and its errors are not lost), so wait for it (it is bounded).
+            closing, self._closing = self._closing, None
+            await asyncio.wait({closing}, timeout=3.0)
+            if not closing.done():
+                closing.cancel()
+            elif not closing.cancelled() and closing.exception() is not None:
+                logger.warning(f"closing the connection failed: {closing.exception()!r}")
+
+    def close_soon(self, reason: CloseReason) -> None:
+        """:meth:`close` from synchronous code: the session counts as closed at once (nothing more is sent,
+        the server ends the session), the close frame follows in a task this transport keeps until
+        :meth:`close` has awaited it."""
+        if self.close_reason is not None:
+            return
+        self._mark_closed(reason)
+        self._closing = asyncio.get_running_loop().create_task(self._send_close(reason), name="ws-close")
+
+    async def _send_close(self, reason: CloseReason) -> None:
+        try:
+            await asyncio.wait_for(self.conn.close(reason.code, reason.reason), timeout=2.0)
+        except (TimeoutError, websockets.ConnectionClosed, OSError):
+            pass
 
 
 class WebsocketInputTransport(BoundedInput, BaseInputTransport):
@@ -328,8 +352,7 @@ class WebsocketOutputTransport(BaseOutputTransport):
             self._outbox.put_nowait(coro)
         except asyncio.QueueFull:
             coro.close()
-            asyncio.get_running_loop().create_task(self._t.close(CloseReason(
-                POLICY, "client stopped reading: too many messages waiting to be sent")))
+            self._t.close_soon(CloseReason(POLICY, "client stopped reading: too many messages waiting to be sent"))
 
     async def _send_posted(self) -> None:
         while True:
