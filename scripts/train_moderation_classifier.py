@@ -14,8 +14,8 @@ units, seeds 0..4; probabilities averaged); its L2 penalty ``alpha`` and the shi
 with the stage's real decision rule. Neither holdout (``moderation_holdout.tsv``, ``moderation_holdout2.tsv``)
 is ever read here.
 
-Deterministic: fixed data, fixed seeds and single-threaded numpy give the same head on every run (up to float
-rounding); about 2 minutes of CPU. After writing, the numpy head is checked against scikit-learn's output.
+Deterministic: fixed data and fixed seeds give the same head on every run (up to float rounding; checked by a
+second run reporting the same dev numbers); about 3-4 minutes of CPU. After writing, the numpy head is checked against scikit-learn's output.
 """
 
 from __future__ import annotations
