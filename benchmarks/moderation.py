@@ -9,6 +9,9 @@ Sets (``tests/data``, format in :mod:`moderation.cases`):
 
 * ``holdout`` - ``moderation_holdout.tsv``: written and committed before the classifier was trained,
   never trained or tuned on. **The honest numbers.**
+* ``holdout2`` - ``moderation_holdout2.tsv``: a second, larger holdout (more identity groups, spoken
+  barge-ins, programming and idiom look-alikes) written and committed before the second round of changes
+  to the classifier; never trained or tuned on either.
 * ``dev`` - ``moderation_dev.tsv``: used to choose C and the toxicity threshold (optimistic).
 * ``redteam-dev`` / ``redteam-holdout`` - the older red-team files (the first is training data
   for the classifier, so optimistic for it; the second was never trained on).
@@ -47,6 +50,7 @@ DATA = ROOT / "tests" / "data"
 
 SETS = {
     "holdout": lambda: load_cases(DATA / "moderation_holdout.tsv"),
+    "holdout2": lambda: load_cases(DATA / "moderation_holdout2.tsv"),
     "dev": lambda: load_cases(DATA / "moderation_dev.tsv"),
     "redteam-holdout": lambda: (load_redteam(DATA / "redteam_holdout_unsafe.txt")
                                 + load_redteam(DATA / "redteam_holdout_clean.txt")),

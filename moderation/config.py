@@ -47,9 +47,9 @@ CATEGORIES: tuple[str, ...] = (
 
 def _default_thresholds() -> dict[str, float]:
     # One score scale (0..1) for all backends. "default" applies to any category not listed.
-    # toxicity 0.5: the classifier's P(undesired) threshold, chosen on the dev set (tests/data/
-    # moderation_dev.tsv) by scripts/train_moderation_classifier.py. profanity 0.25: chosen on the same
-    # dev set (the classifier's P(profanity) is 0.29-0.54 on swearing, < 0.15 on everything else); it
+    # toxicity 0.5: the classifier's P(undesired) threshold. Since round 2 it stays at 0.5 and the classifier
+    # head itself carries the calibration (a shift of P(none) chosen on tests/data/moderation_dev.tsv by
+    # scripts/train_moderation_classifier.py). profanity 0.25: chosen on the same dev set in round 1; it
     # only blocks for a persona with `profanity: block`. The persona blocklist is absolute.
     return {"default": 0.5, "toxicity": 0.5, "profanity": 0.25, "blocklist": 0.5}
 

@@ -98,7 +98,8 @@ def test_encoder_is_shared_and_deterministic() -> None:
 
 def test_head_file_matches_classes_and_encoder() -> None:
     head = ClassifierHead.load()
-    assert head.classes == CLASSES and head.coef.shape == (len(CLASSES), 384)
+    members, dim, hidden = head.w1.shape
+    assert head.classes == CLASSES and dim == 384 and head.w2.shape == (members, hidden, len(CLASSES))
     assert head.meta["toxicity_threshold_on_dev"] == ModerationConfig().output.threshold("toxicity")
     probs = head.probabilities(shared_encoder().encode("have a nice day"))
     assert abs(sum(probs.values()) - 1) < 1e-5 and max(probs, key=probs.get) == "none"
