@@ -426,11 +426,9 @@ def test_user_barges_in_and_the_speaker_stops(card, bots, piper, tmp_path, echo,
     interrupt, the speaker goes quiet at once, the context keeps only what was played, and the bot never
     takes its own voice for the user."""
     sc = card(echo_gain=gain)
-    # Input moderation: the persona blocklist only. This test is about barge-in; the learned classifier scores
-    # a partial transcript "stop please" at 0.51 toxicity (a known false block, issue 14) and would refuse the
-    # turn whenever Whisper cuts the barge-in there.
-    bot = bots(sc.home, tmp_path, [LONG_ANSWER] + ["It is noon."] * 3, "--set", f"transport.echo={echo}",
-               "--set", 'moderation.input.backends=["blocklist"]')
+    # Default moderation: a barge-in such as "stop please" (or Whisper's partial cut of it) must not be refused
+    # (round 1's classifier scored it 0.51 toxicity and refused the turn; issue 14).
+    bot = bots(sc.home, tmp_path, [LONG_ANSWER] + ["It is noon."] * 3, "--set", f"transport.echo={echo}")
     bot.wait_for(r"^listening", timeout=120)
     q1 = sc.say(*speech(piper, "Tell me a story."))
     deadline = time.monotonic() + 60
