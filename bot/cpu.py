@@ -136,12 +136,9 @@ class Work(enum.IntEnum):
 
     STT = 1
     """A transcription: short, and the start of every turn."""
-    LLM_FIRST = 2
-    """One step of a generation (the prompt, or one token) before its first sentence is complete: that
-    sentence is on the path to the reply's first sound."""
-    LLM = 3
-    """One step of the rest of a generation (the reply is already speaking, or about to)."""
-    OTHER = 4
+    LLM = 2
+    """One step of a generation (the prompt, or one token)."""
+    OTHER = 3
 
 
 @contextmanager

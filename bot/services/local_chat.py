@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import threading
 import time
 import uuid
@@ -110,35 +109,15 @@ def _llama_pool(model_path: str, n_ctx: int, n_threads: int, size: int) -> Model
     return ModelPool(load, size)
 
 
-SENTENCE_END = re.compile(r"[.!?](?:[\"')\]]*)(?:\s|$)")
-"""Where a generation's first sentence is complete (the TTS can start on it)."""
-
-
-def _delta_text(raw: Any) -> str:
-    try:
-        return raw["choices"][0]["delta"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return ""
-
-
 def _steps(generation: Iterator[Any], session: str) -> Iterator[Any]:
-    """Each step of a llama.cpp generation (the prompt, then every token) as one job on the CPU scheduler
-    (bot/cpu.py). Until its first sentence is complete a step is :attr:`Work.LLM_FIRST` and does not wait
-    for speech being synthesized: it is on the path to this reply's first sound, possibly another session's
-    than the one speaking. After that a step is :attr:`Work.LLM` and lets any synthesis go first."""
-    text = ""
-    work = Work.LLM_FIRST
+    """Each step of a llama.cpp generation (the prompt, then every token) as one job on the CPU scheduler,
+    after any speech being synthesized (bot/cpu.py)."""
     while True:
-        if work is Work.LLM:
-            SPEECH_FIRST.wait_turn()
-        with SCHEDULER.job(work, session=session):
+        SPEECH_FIRST.wait_turn()
+        with SCHEDULER.job(Work.LLM, session=session):
             raw = next(generation, None)
         if raw is None:
             return
-        if work is Work.LLM_FIRST:
-            text += _delta_text(raw)
-            if SENTENCE_END.search(text):
-                work = Work.LLM
         yield raw
 
 
