@@ -136,7 +136,7 @@ class VADConfig(_Section):
         "its answer is withdrawn (cut if it is playing, removed from the LLM context) and the joined turn is answered "
         "once. 0 = off.")
     acoustic_check: Literal["off", "smart-turn"] = Field(
-        default="off", description="silence: when the transcript sounds finished, also ask Smart-Turn v3 (pipecat's "
+        default="smart-turn", description="silence: when the transcript sounds finished, also ask Smart-Turn v3 (pipecat's "
         "ONNX model, CPU) whether the voice does; if not, wait unfinished_wait_secs more. Costs one model run per "
         "pause (from the VAD stop, during the ordinary wait).")
     resume_after_noise: bool = Field(
