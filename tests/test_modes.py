@@ -197,9 +197,10 @@ def test_realtime_transcript_hook_gates_the_server_response(moderate_input, make
     assert first.transcript == chatter and first.t_llm_start is None and first.spoken_text == ""
     assert second.transcript == question and second.spoken_text == ANSWER
     assert len(fake.events("response.create")) == 1
-    [deleted] = fake.events("conversation.item.delete")
+    # The server's VAD may also commit a wordless item (a breath between words): that is deleted too.
+    deleted = {e["item_id"] for e in fake.events("conversation.item.delete")}
     committed = [e for c, e in fake.sent if e["type"] == "input_audio_buffer.committed"]
-    assert deleted["item_id"] == committed[0]["item_id"], "the held-back turn is removed from the server"
+    assert committed[0]["item_id"] in deleted, "the held-back turn is removed from the server"
     assert [m["content"] for m in result.context_messages if m["role"] == "user"] == [question]
 
 
